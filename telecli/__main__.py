@@ -1,0 +1,3 @@
+from telecli.cli import main
+
+main()

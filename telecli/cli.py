@@ -1,0 +1,120 @@
+"""The command-line shell: each subcommand parses its options and calls the library, nothing more.
+
+Expected errors (TelecliError) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from telecli.errors import TelecliError
+
+app = typer.Typer(
+    name="telecli",
+    help="What a network learned at each step: record training trajectories and read them through the "
+    "telescoping model (Jeffares, Curth & van der Schaar, NeurIPS 2024).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DEVICE_HELP = "auto | cpu | cuda (auto picks cuda when torch sees one)."
+
+
+def _quiet_option():
+    return typer.Option(False, "--quiet", "-q", help="No progress output.")
+
+
+@app.command(epilog="Example: telecli record sample_runs/digits-sgd.toml --out runs/digits --set train.lr=0.05")
+def record(
+    config: Path = typer.Argument(..., help="TOML preset (see sample_runs/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting, e.g. --set train.lr=0.1 (repeatable)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Number of training steps (train.steps)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed: initialisation and data order."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run that was interrupted."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    quiet: bool = _quiet_option(),
+):
+    """Train a preset and write its per-step trajectory (θ_t, B_t, γ_t, optimiser state) to OUT."""
+    from telecli.train.loop import record as do_record
+
+    run = do_record(config, out, set_, steps=steps, seed=seed, device=device, overwrite=overwrite,
+                    resume=resume, progress=not quiet)
+    if not quiet:
+        print(f"recorded {run}  (inspect: telecli info {run})")
+
+
+@app.command(epilog="Example: telecli branch runs/digits --at 50 --seed 1 --out runs/digits-b50-s1")
+def branch(
+    run: Path = typer.Argument(..., help="Parent run directory (recorded by telecli record)."),
+    at: int = typer.Option(..., "--at", help="Stored step to branch from."),
+    seed: int = typer.Option(..., "--seed", help="Seed of the child's data order."),
+    out: Path = typer.Option(..., "--out", "-o", help="Child run directory."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted child."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing child directory."),
+    quiet: bool = _quiet_option(),
+):
+    """Continue RUN from step AT (θ and optimiser state) with another data order, to the parent's last step."""
+    from telecli.train.loop import branch as do_branch
+
+    child = do_branch(run, at, seed, out, overwrite=overwrite, resume=resume, device=device, progress=not quiet)
+    if not quiet:
+        print(f"recorded {child}")
+
+
+@app.command(epilog="Example: telecli info sample_runs/digits-small")
+def info(run: Path = typer.Argument(..., help="Run directory.")):
+    """Summarise a run: task, model, optimiser, stored steps, shards, size."""
+    from telecli.report import print_info
+
+    print_info(run)
+
+
+@app.command(epilog="Example: telecli verify runs/digits && echo sound")
+def verify(run: Path = typer.Argument(..., help="Run directory.")):
+    """Re-hash every shard and check the manifest, step continuity and finiteness; exit 1 on any problem."""
+    from telecli.store.verify import verify_run
+
+    problems, notes = verify_run(run)
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
+        for p in problems:
+            print(f"problem: {p}", file=sys.stderr)
+        raise typer.Exit(1)
+    print(f"{run}: sound")
+
+
+@app.command(epilog="Example: telecli demo --out demo")
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Where the demo writes its files."),
+    overwrite: bool = typer.Option(True, "--overwrite/--keep", help="Replace an earlier demo's files."),
+    quiet: bool = _quiet_option(),
+):
+    """Record the digits preset on the embedded data (no download) and show where everything went."""
+    from telecli.demo import run_demo
+
+    run_demo(out, overwrite=overwrite, progress=not quiet)
+
+
+def main() -> None:
+    try:
+        app()
+    except TelecliError as e:
+        print(f"telecli: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("telecli: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

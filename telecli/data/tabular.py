@@ -1,0 +1,182 @@
+"""Tabular regression from a CSV or Parquet file, or scikit-learn's bundled diabetes data (method.md §4).
+
+``task.root`` is the file (``.csv``, ``.tsv``, ``.parquet`` or ``.pq``) and ``task.target`` the name of
+the target column; every other column is a feature and must be numeric (encode categorical columns
+first). ``task.root = "diabetes"`` (or ``""``) uses ``sklearn.datasets.load_diabetes(scaled=False)``:
+442 real patients, 10 features, target column ``"target"``; nothing is downloaded.
+
+Missing values (empty cells, NA, NaN, null, None, ?, n/a, ±inf) are not imputed: rows with any
+missing value are **dropped** and counted in ``info["n_dropped_missing"]``. The rest is split into
+train/test by ``test_fraction`` (seeded by ``task.seed``), then subset to ``n_train``/``n_test``. With
+``standardize`` the features *and* the target are standardised with the training split's mean and
+standard deviation (``info["x_mean"]``, ``x_std``, ``y_mean``, ``y_std``; a prediction maps back as
+``f · y_std + y_mean``). The paper's "standard" preprocessing (log transforms of skewed features)
+is unspecified (method.md §4.2, §8.7); apply such transforms to the file beforehand.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from telecli.config import TaskConfig
+from telecli.data import Task
+from telecli.data.labels import split
+from telecli.errors import TelecliError
+
+BUILTIN = ("", "diabetes")
+MISSING = {"", "na", "nan", "null", "none", "?", "n/a", "#n/a"}
+
+
+def read_table(path: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Numeric features X (n, d) and target y (n,), float64, rows with missing values dropped.
+
+    ``path`` is a .csv/.tsv/.parquet/.pq file, or "diabetes" ("" too) for scikit-learn's bundled set.
+    Raises :class:`TelecliError` for a missing file or target column, or a non-numeric column.
+    """
+    x, y, names, _ = _read(path, target)
+    return x, y, names
+
+
+def _read(path: str, target: str):
+    columns, source = _columns(path)
+    if target == "" and path in BUILTIN:
+        target = "target"
+    if target not in columns:
+        what = "tabular needs task.target = the name of the target column" if not target \
+            else f"tabular: target column '{target}' not found in {source}"
+        raise TelecliError(f"{what} (available: {', '.join(columns)})")
+    names = [c for c in columns if c != target]
+    if not names:
+        raise TelecliError(f"tabular: {source} has no feature columns besides the target '{target}'")
+    y = _numeric(columns[target], target, source, "the target must be numeric")
+    x = np.stack([_numeric(columns[c], c, source, "encode it as numbers first") for c in names], axis=1)
+    keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    if not keep.any():
+        raise TelecliError(f"tabular: every row of {source} has a missing value; fill or drop them first")
+    meta = {"source": source, "target": target, "n_rows_read": int(len(y)), "n_dropped_missing": int((~keep).sum())}
+    return x[keep], y[keep], names, meta
+
+
+def _columns(path: str) -> tuple[dict, str]:
+    """Column name → raw values (list of str or numpy array), in file order."""
+    if path in BUILTIN:
+        from sklearn.datasets import load_diabetes
+
+        d = load_diabetes(scaled=False)
+        cols = {name: d.data[:, j].astype(np.float64) for j, name in enumerate(d.feature_names)}
+        cols["target"] = d.target.astype(np.float64)
+        return cols, "sklearn.datasets.load_diabetes"
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise TelecliError(
+            f"tabular needs task.root = a .csv/.tsv/.parquet file or 'diabetes' (built-in); {path} is not a file"
+        )
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return _parquet(p), str(p)
+    if suffix not in (".csv", ".tsv"):
+        raise TelecliError(f"tabular: {p} has suffix '{p.suffix}'; expected .csv, .tsv, .parquet or .pq")
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f, delimiter="\t" if suffix == ".tsv" else ","))
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()  # trailing blank lines
+    if len(rows) < 2:
+        raise TelecliError(f"tabular: {p} needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        raise TelecliError(f"tabular: {p} has repeated column names in its header: {header}")
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise TelecliError(f"tabular: {p} line {i} has {len(row)} fields, the header has {len(header)}")
+    return {h: [row[j] for row in rows[1:]] for j, h in enumerate(header)}, str(p)
+
+
+def _parquet(p: Path) -> dict:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TelecliError("tabular: reading Parquet needs pyarrow (pip install pyarrow), or convert to CSV") from None
+    try:
+        table = pq.read_table(p)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise TelecliError(f"tabular: cannot read {p} as Parquet: {str(e).splitlines()[0]}") from None
+    cols = {}
+    for name, col in zip(table.column_names, table.columns):
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+            cols[name] = np.array(col.cast(pa.float64()).to_pylist(), dtype=np.float64)  # null → NaN
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            cols[name] = ["" if v is None else v for v in col.to_pylist()]
+        else:
+            cols[name] = [f"<{t}>"] * len(col)  # dates, lists, …: reported as non-numeric
+    return cols
+
+
+def _numeric(values, name: str, source: str, fix: str) -> np.ndarray:
+    """Column → float64 with NaN for missing; TelecliError naming the column if a value is not a number."""
+    if isinstance(values, np.ndarray):
+        out = values.astype(np.float64)
+    else:
+        try:
+            out = np.asarray(values, dtype=np.float64)
+        except ValueError:
+            out = np.empty(len(values))
+            for i, v in enumerate(values):
+                s = v.strip()
+                if s.lower() in MISSING:
+                    out[i] = np.nan
+                    continue
+                try:
+                    out[i] = float(s)
+                except ValueError:
+                    raise TelecliError(
+                        f"tabular: column '{name}' of {source} is not numeric (data row {i + 1}: {s[:40]!r}); {fix}"
+                    ) from None
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _subset(idx: np.ndarray, want: int, what: str, rng: np.random.Generator) -> np.ndarray:
+    if not want:
+        return idx
+    if want > len(idx):
+        raise TelecliError(f"tabular: {what}={want} but the split has only {len(idx)} rows "
+                           "(change task.test_fraction or the subset size)")
+    return np.sort(rng.choice(idx, size=want, replace=False))
+
+
+def load(cfg: TaskConfig) -> Task:
+    """The table as a regression :class:`~telecli.data.Task` with y of shape (n, 1)."""
+    x, y, names, meta = _read(cfg.root, cfg.target)
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise TelecliError(f"tabular: test_fraction must lie strictly between 0 and 1, got {cfg.test_fraction}")
+    n = len(y)
+    n_test = int(round(cfg.test_fraction * n))
+    if not 0 < n_test < n:
+        raise TelecliError(f"tabular: {n} rows cannot be split with test_fraction={cfg.test_fraction}")
+    rng = np.random.default_rng(cfg.seed)
+    tr, te = split(n, n_test, rng)
+    tr, te = _subset(tr, cfg.n_train, "n_train", rng), _subset(te, cfg.n_test, "n_test", rng)
+    x_tr, x_te, y_tr, y_te = x[tr], x[te], y[tr], y[te]
+    info = {**meta, "feature_names": names, "n_rows": int(n), "test_fraction": cfg.test_fraction,
+            "standardize": bool(cfg.standardize)}
+    if cfg.standardize:
+        mu, sd = x_tr.mean(axis=0), x_tr.std(axis=0)
+        constant = sd == 0
+        sd[constant] = 1.0  # a constant training column is only centred
+        y_mu, y_sd = float(y_tr.mean()), float(y_tr.std()) or 1.0
+        x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
+        y_tr, y_te = (y_tr - y_mu) / y_sd, (y_te - y_mu) / y_sd
+        info.update(x_mean=mu.tolist(), x_std=sd.tolist(), y_mean=y_mu, y_std=y_sd,
+                    constant_features=[c for c, k in zip(names, constant) if k])
+    return Task(
+        x_train=np.ascontiguousarray(x_tr, dtype=np.float64),
+        y_train=np.ascontiguousarray(y_tr[:, None], dtype=np.float64),
+        x_test=np.ascontiguousarray(x_te, dtype=np.float64),
+        y_test=np.ascontiguousarray(y_te[:, None], dtype=np.float64),
+        info=info,
+    )

@@ -1,0 +1,307 @@
+"""The trajectory store: a run directory that holds θ_0, θ_t for the stored steps, and per step the batch
+B_t, learning rate γ_t, training loss and optimiser state (docs/format.md is the specification).
+
+    RUN/run.json                       manifest: model factory, optimiser, parameter names and shapes,
+                                       shard index with sha256 per shard, package versions
+    RUN/data.safetensors               the exact training and evaluation tensors
+    RUN/trajectory/shard-NNNNNN.safetensors
+                                       many steps per shard, stacked per tensor, so a step range is
+                                       read without loading the shard
+    RUN/provenance.json                command line, host, times (not part of the run's identity)
+
+The writer buffers steps in memory and writes a shard atomically once it holds ``steps_per_shard``
+stored steps; the manifest is rewritten atomically after each shard. A run killed at any moment is
+therefore a valid prefix, and a resumed run cuts its shards at the same steps (byte-identical files).
+This module does no maths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from telecli.errors import IntegrityError, TelecliError
+from telecli.store.atomic import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+
+FORMAT = "telecli-trajectory"
+FORMAT_VERSION = 1
+MANIFEST = "run.json"
+DATA = "data.safetensors"
+SHARD_DIR = "trajectory"
+
+# Tensor name prefixes inside a shard (docs/format.md).
+THETA, BUFFER, OPT = "theta.", "buffer.", "opt."
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_DIR}/shard-{index:06d}.safetensors"
+
+
+def steps_per_shard(bytes_per_step: int, shard_mb: float) -> int:
+    return max(1, int(shard_mb * 2**20 // max(1, bytes_per_step)))
+
+
+def stored_steps(total: int, every: int = 1, log_points: int = 0) -> list[int]:
+    """The steps whose parameters are stored: every ``every``-th, or ~``log_points`` log-spaced; 0 and
+    ``total`` always."""
+    if log_points > 0 and total > 0:
+        grid = np.unique(np.round(np.logspace(0, math.log10(total), log_points)).astype(int))
+        steps = {0, total, *grid.tolist()}
+    else:
+        steps = set(range(0, total + 1, max(1, every))) | {0, total}
+    return sorted(s for s in steps if 0 <= s <= total)
+
+
+def write_data(run_dir: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write data.safetensors atomically; returns its sha256."""
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    atomic_write_bytes(run_dir / DATA, blob)
+    return sha256_bytes(blob)
+
+
+class TrajectoryWriter:
+    """Appends steps to a run directory; see the module docstring for the layout."""
+
+    def __init__(self, run_dir: str | Path, manifest: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.manifest = manifest
+        self.per_shard = int(manifest["steps_per_shard"])
+        self.full_batch = bool(manifest.get("full_batch", False))
+        self._stored: list[dict[str, torch.Tensor]] = []
+        self._meta: list[tuple[int, float, float, torch.Tensor | None]] = []
+        last = manifest["shards"][-1]["last_step"] if manifest["shards"] else -1
+        self._range_start = last + 1
+
+    # -- appending ------------------------------------------------------------------------------------
+    def add_meta(self, step: int, lr: float, loss: float, batch: torch.Tensor | None) -> None:
+        """Per-step record (every step, stored or not): γ_t, the training loss at θ_{t−1}, B_t."""
+        self._meta.append((step, lr, loss, None if batch is None else batch.detach().to("cpu", torch.int64)))
+
+    def add_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Snapshot at a stored step: θ_t, buffers and optimiser state under their prefixed names."""
+        snap = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        snap["step"] = torch.tensor(step, dtype=torch.int64)
+        self._stored.append(snap)
+        self.manifest["last_step"] = step
+        if len(self._stored) >= self.per_shard:
+            self.flush()
+
+    # -- writing --------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the buffered steps as one shard (atomic) and the manifest after it (atomic)."""
+        if not self._stored:
+            return
+        last = int(self._stored[-1]["step"])
+        meta = [m for m in self._meta if m[0] <= last]
+        self._meta = [m for m in self._meta if m[0] > last]
+        tensors: dict[str, torch.Tensor] = {}
+        for key in self._stored[0]:
+            tensors[key] = torch.stack([s[key] for s in self._stored])
+        tensors["meta.step"] = torch.tensor([m[0] for m in meta], dtype=torch.int64)
+        tensors["meta.lr"] = torch.tensor([m[1] for m in meta], dtype=torch.float64)
+        tensors["meta.loss"] = torch.tensor([m[2] for m in meta], dtype=torch.float64)
+        if not self.full_batch:
+            width = max([len(m[3]) for m in meta] + [1])
+            batch = torch.full((len(meta), width), -1, dtype=torch.int64)
+            for i, m in enumerate(meta):
+                batch[i, : len(m[3])] = m[3]
+            tensors["meta.batch"] = batch
+        index = len(self.manifest["shards"])
+        name = shard_name(index)
+        blob = st_save(tensors)
+        atomic_write_bytes(self.run_dir / name, blob)
+        self.manifest["shards"].append(
+            {
+                "file": name,
+                "first_step": self._range_start,
+                "last_step": last,
+                "stored": len(self._stored),
+                "bytes": len(blob),
+                "sha256": sha256_bytes(blob),
+            }
+        )
+        self._range_start = last + 1
+        self._stored = []
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        atomic_write_json(self.run_dir / MANIFEST, self.manifest)
+
+    def close(self, status: str = "complete") -> None:
+        self.flush()
+        self.manifest["status"] = status
+        self.write_manifest()
+
+
+@dataclass
+class ShardInfo:
+    file: str
+    first_step: int
+    last_step: int
+    stored: int
+    bytes: int
+    sha256: str
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise TelecliError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise TelecliError(f"{run_dir} is not a telecli run (no {MANIFEST}); record one with 'telecli record'")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise IntegrityError(f"{path} is not valid JSON ({e}); the manifest is corrupt") from None
+    if manifest.get("format") != FORMAT:
+        raise TelecliError(f"{path} is not a telecli trajectory manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise TelecliError(f"{path} has format version {manifest['format_version']}; upgrade telecli")
+    return manifest
+
+
+class Trajectory:
+    """Read access to a run directory; streams θ_t shard by shard, reading only the steps asked for."""
+
+    def __init__(self, run_dir: str | Path, check_hashes: bool = False):
+        self.run_dir = Path(run_dir)
+        self.manifest = read_manifest(self.run_dir)
+        self.shards = [ShardInfo(**s) for s in self.manifest["shards"]]
+        if not self.shards:
+            raise TelecliError(f"{self.run_dir} holds no recorded steps yet")
+        self.param_names = [p["name"] for p in self.manifest["parameters"]]
+        self.buffer_names = [b["name"] for b in self.manifest.get("buffers", [])]
+        for s in self.shards:
+            path = self.run_dir / s.file
+            if not path.is_file():
+                raise IntegrityError(f"shard {s.file} listed in {MANIFEST} is missing; run 'telecli verify {run_dir}'")
+            if path.stat().st_size != s.bytes:
+                raise IntegrityError(
+                    f"shard {s.file} has {path.stat().st_size} bytes, manifest says {s.bytes} (truncated or "
+                    f"replaced); run 'telecli verify {run_dir}'"
+                )
+            if check_hashes and sha256_file(path) != s.sha256:
+                raise IntegrityError(f"shard {s.file} does not match its sha256 in {MANIFEST} (corrupt)")
+        self._steps: list[np.ndarray] = []
+        for s in self.shards:
+            with self._open(s) as f:
+                self._steps.append(f.get_tensor("step").numpy())
+        self.steps = np.concatenate(self._steps)
+
+    def _open(self, shard: ShardInfo):
+        try:
+            return safe_open(str(self.run_dir / shard.file), framework="pt")
+        except Exception as e:  # safetensors raises its own error types on a bad header
+            raise IntegrityError(f"shard {shard.file} cannot be read ({e}); run 'telecli verify'") from None
+
+    # -- metadata ---------------------------------------------------------------------------------------
+    @property
+    def last_step(self) -> int:
+        return int(self.steps[-1])
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    def is_contiguous(self) -> bool:
+        """True when every step from the first to the last is stored (needed by the telescoping sum)."""
+        return bool(np.array_equal(self.steps, np.arange(self.steps[0], self.steps[0] + len(self.steps))))
+
+    def meta(self) -> dict[str, np.ndarray]:
+        """Per-step records for steps 1..last: step, lr (γ_t), loss (at θ_{t−1} on B_t), batch (−1 padded)."""
+        parts: dict[str, list[np.ndarray]] = {"step": [], "lr": [], "loss": [], "batch": []}
+        for s in self.shards:
+            with self._open(s) as f:
+                keys = set(f.keys())
+                for k in ("step", "lr", "loss"):
+                    parts[k].append(f.get_tensor(f"meta.{k}").numpy())
+                if "meta.batch" in keys:
+                    parts["batch"].append(f.get_tensor("meta.batch").numpy())
+        out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items() if k != "batch"}
+        if parts["batch"]:
+            width = max(b.shape[1] for b in parts["batch"])
+            out["batch"] = np.concatenate(
+                [np.pad(b, ((0, 0), (0, width - b.shape[1])), constant_values=-1) for b in parts["batch"]]
+            )
+        return out
+
+    def batch(self, meta: dict[str, np.ndarray], row: int) -> np.ndarray:
+        """B_t of the ``row``-th per-step record (all training points for a full-batch run)."""
+        if "batch" not in meta:
+            return np.arange(self.manifest["data"]["n_train"])
+        b = meta["batch"][row]
+        return b[b >= 0]
+
+    # -- tensors ----------------------------------------------------------------------------------------
+    def _locate(self, step: int) -> tuple[int, int]:
+        for i, st in enumerate(self._steps):
+            j = np.searchsorted(st, step)
+            if j < len(st) and st[j] == step:
+                return i, int(j)
+        raise TelecliError(f"step {step} is not stored in {self.run_dir} (stored: {self.describe_steps()})")
+
+    def describe_steps(self) -> str:
+        s = self.steps
+        if len(s) <= 6:
+            return ", ".join(map(str, s))
+        return f"{len(s)} steps from {s[0]} to {s[-1]}"
+
+    def state(self, step: int, prefix: str = THETA) -> dict[str, torch.Tensor]:
+        """The tensors under ``prefix`` at one stored step (θ_t by default), reading only that slice."""
+        i, j = self._locate(step)
+        with self._open(self.shards[i]) as f:
+            return {k[len(prefix):]: f.get_slice(k)[j : j + 1][0] for k in f.keys() if k.startswith(prefix)}
+
+    def theta(self, step: int) -> dict[str, torch.Tensor]:
+        return self.state(step, THETA)
+
+    def buffers(self, step: int) -> dict[str, torch.Tensor]:
+        return self.state(step, BUFFER)
+
+    def optimizer_state(self, step: int) -> dict[str, torch.Tensor]:
+        return self.state(step, OPT)
+
+    def iter_states(self, steps: list[int] | np.ndarray | None = None, prefix: str = THETA
+                    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Stream (step, tensors) in step order; each shard is opened once and only the asked-for
+        rows are read (contiguous runs of rows in one slice)."""
+        wanted = None if steps is None else set(int(s) for s in steps)
+        for shard, st in zip(self.shards, self._steps):
+            rows = [j for j, s in enumerate(st) if wanted is None or int(s) in wanted]
+            if not rows:
+                continue
+            with self._open(shard) as f:
+                keys = [k for k in f.keys() if k.startswith(prefix)]
+                for lo, hi in _runs(rows):
+                    block = {k: f.get_slice(k)[lo:hi] for k in keys}
+                    for r in range(hi - lo):
+                        yield int(st[lo + r]), {k[len(prefix):]: v[r] for k, v in block.items()}
+
+    def data(self) -> dict[str, torch.Tensor]:
+        path = self.run_dir / DATA
+        if not path.is_file():
+            raise IntegrityError(f"{path} is missing")
+        want = self.manifest["data"].get("sha256")
+        if want and sha256_file(path) != want:
+            raise IntegrityError(f"{path} does not match its sha256 in {MANIFEST} (corrupt)")
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _runs(rows: list[int]) -> Iterator[tuple[int, int]]:
+    start = prev = rows[0]
+    for r in rows[1:]:
+        if r != prev + 1:
+            yield start, prev + 1
+            start = r
+        prev = r
+    yield start, prev + 1

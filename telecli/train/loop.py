@@ -1,0 +1,231 @@
+"""``telecli record`` / ``telecli branch``: train a preset and record its trajectory through the Recorder.
+
+A run is a function of its configuration: θ_0 from ``seed``, the data order from ``seed`` and the epoch
+(a fresh permutation per epoch), augmentation from ``seed`` and the step. That makes ``--resume``
+exact: a killed run restarts from its last stored state and writes byte-identical files on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from telecli import config as config_mod
+from telecli.config import RunConfig
+from telecli.data import build_task
+from telecli.errors import NonFiniteError, TelecliError
+from telecli.models import instantiate, model_spec
+from telecli.progress import Progress
+from telecli.store.trajectory import MANIFEST, OPT, Trajectory, read_manifest
+from telecli.train.augment import crop_flip
+from telecli.train.optim import learning_rate, loss_fn, make_optimizer
+from telecli.train.recorder import Recorder, state_keys
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TelecliError("--device cuda asked for, but torch sees no CUDA device (use --device cpu)")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise TelecliError(f"unknown device '{name}' (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise TelecliError(f"unknown dtype '{name}' (use float64 or float32)")
+    return DTYPES[name]
+
+
+class BatchOrder:
+    """B_t for step t ≥ 1: epoch e = (t−1) // batches_per_epoch reads a permutation seeded by (seed, e);
+    the last batch of an epoch may be smaller. Full batch when ``batch_size`` is 0 or ≥ n."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.seed = n, seed
+        self.full = batch_size <= 0 or batch_size >= n
+        self.bs = n if self.full else batch_size
+        self.per_epoch = -(-n // self.bs)
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, t: int) -> np.ndarray | None:
+        if self.full:
+            return None
+        epoch, pos = divmod(t - 1, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perm[pos * self.bs : (pos + 1) * self.bs]
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    factory: str
+    kwargs: dict
+    task_info: dict
+
+
+def build(cfg: RunConfig, device: torch.device) -> Setup:
+    """Data, network (θ_0 from ``cfg.seed``) and optimiser for a configuration."""
+    dtype = resolve_dtype(cfg.dtype)
+    task = build_task(cfg.task)
+    factory, kwargs = model_spec(cfg.model, task.input_shape, task.output_dim)
+    torch.manual_seed(cfg.seed)
+    model = instantiate(factory, kwargs).to(device=device, dtype=dtype)
+    optimizer = make_optimizer(cfg.train, model.parameters())
+    as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    return Setup(model, optimizer, as_t(task.x_train), as_t(task.y_train), as_t(task.x_test), as_t(task.y_test),
+                 factory, kwargs, task.info)
+
+
+def restore(setup: Setup, traj: Trajectory, step: int, opt_step: int) -> None:
+    """Load θ, buffers and optimiser state stored at ``step`` into the model and optimiser."""
+    theta, buffers = traj.theta(step), traj.buffers(step)
+    named = dict(setup.model.named_parameters())
+    with torch.no_grad():
+        for name, p in named.items():
+            p.copy_(theta[name])
+        for name, b in setup.model.named_buffers():
+            if name in buffers:
+                b.copy_(buffers[name])
+    if opt_step == 0:
+        return
+    keys = state_keys(traj.manifest["optimizer"])
+    if not keys:
+        return  # plain SGD keeps no state
+    opt = traj.optimizer_state(step)
+    if not opt:
+        raise TelecliError(f"{traj.run_dir} stored no optimiser state; it cannot be resumed or branched")
+    scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    for name, p in named.items():
+        state = {key: opt[f"{name}.{key}"].to(device=p.device, dtype=p.dtype).clone() for key in keys}
+        if traj.manifest["optimizer"]["name"] != "sgd":
+            state["step"] = torch.tensor(float(opt_step), dtype=scalar)
+        setup.optimizer.state[p] = state
+
+
+def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
+                 progress: bool = True, parent: dict | None = None) -> Path:
+    """Train ``cfg`` and record it into ``run_dir``; returns the run directory.
+
+    ``parent`` = {"run": dir, "at": step} starts from θ_step and the optimiser state of another run
+    (``telecli branch``): same schedule, another data order (``cfg.seed``).
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    if resume and not (run_dir / MANIFEST).is_file():
+        raise TelecliError(f"cannot resume {run_dir}: no {MANIFEST} there (start it without --resume)")
+    if resume:
+        manifest = read_manifest(run_dir)
+        stored = manifest.get("config") or {}
+        want = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+        if {k: v for k, v in stored.items() if k != "device"} != want:
+            raise TelecliError(f"{run_dir} was recorded with another configuration; resume with the same one")
+        if manifest.get("status") == "complete":
+            print(f"{run_dir} is already complete")
+            return run_dir
+        if str(manifest.get("status", "")).startswith("stopped"):
+            raise TelecliError(f"{run_dir} stopped on a non-finite loss; change the configuration and re-record")
+        parent = manifest.get("parent")
+        if not manifest["shards"]:  # killed before its first shard: start again from scratch
+            resume, overwrite = False, True
+    setup = build(cfg, device)
+    start = 0
+    if parent is not None:
+        ptraj = Trajectory(parent["run"])
+        start = int(parent["at"])
+        restore(setup, ptraj, start, opt_step=start)
+    T = cfg.train.steps
+    if start > T:
+        raise TelecliError(f"branch step {start} is beyond the run's last step {T}")
+    order = BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, cfg.seed)
+    record = cfg.to_dict()
+    record["_run_id"] = f"{cfg.name}-{cfg.digest()}-s{cfg.seed}" + (f"-b{start}" if parent else "")
+    rec = Recorder(
+        run_dir, setup.model, setup.optimizer, (setup.x_train, setup.y_train), (setup.x_test, setup.y_test),
+        model_factory=setup.factory, model_kwargs=setup.kwargs, loss=cfg.train.loss,
+        every=cfg.store.every, log_points=cfg.store.log_points, total_steps=T, shard_mb=cfg.store.shard_mb,
+        optimizer_state=cfg.store.optimizer_state, full_batch=order.full, overwrite=overwrite, resume=resume,
+        config=record, task_info=setup.task_info,
+        parent=None if parent is None else {"run": str(parent["run"]), "at": start},
+        start_step=start,
+    )
+    if resume:
+        last = rec.step_count
+        restore(setup, Trajectory(run_dir), last, opt_step=last)
+        start = last
+    setup.model.train()
+    augment = cfg.train.augment and setup.x_train.dim() == 4
+    with Progress(T - start, f"record {run_dir.name}", enabled=progress) as bar:
+        for t in range(start + 1, T + 1):
+            idx = order(t)
+            xb = setup.x_train if idx is None else setup.x_train[torch.as_tensor(idx, device=device)]
+            yb = setup.y_train if idx is None else setup.y_train[torch.as_tensor(idx, device=device)]
+            if augment:
+                xb = crop_flip(xb.cpu(), torch.Generator().manual_seed(cfg.seed * 1_000_003 + t)).to(device)
+            for g in setup.optimizer.param_groups:
+                g["lr"] = learning_rate(cfg.train, t)
+            setup.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(cfg.train.loss, setup.model(xb), yb)
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                rec.close(f"stopped: non-finite loss at step {t}")
+                raise NonFiniteError(
+                    f"non-finite training loss at step {t}; steps 0..{rec.writer.manifest['last_step']} are kept "
+                    f"in {run_dir} (lower train.lr or use float64)"
+                )
+            loss.backward()
+            setup.optimizer.step()
+            rec.step(idx, loss=value)
+            bar.advance(1, loss=value)
+    rec.close("complete")
+    return run_dir
+
+
+def record(config_path: str | Path, run_dir: str | Path, overrides: list[str] | None = None, *,
+           steps: int | None = None, seed: int | None = None, device: str | None = None,
+           overwrite: bool = False, resume: bool = False, progress: bool = True) -> Path:
+    """Load a TOML preset (with ``--set`` overrides) and record it."""
+    extra = list(overrides or [])
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    if device is not None:
+        extra.append(f'device="{device}"')
+    cfg = config_mod.load(config_path, extra)
+    return run_training(cfg, run_dir, overwrite=overwrite, resume=resume, progress=progress)
+
+
+def branch(parent_dir: str | Path, at: int, seed: int, out: str | Path, *, overwrite: bool = False,
+           resume: bool = False, device: str | None = None, progress: bool = True) -> Path:
+    """A child of ``parent_dir`` that continues from step ``at`` with the data order of ``seed``."""
+    manifest = read_manifest(parent_dir)
+    if not manifest.get("config"):
+        raise TelecliError(f"{parent_dir} was recorded by a user loop (Recorder); branch needs a 'telecli record' run")
+    cfg = config_mod.from_dict(manifest["config"])
+    traj = Trajectory(parent_dir)
+    if at not in set(traj.steps.tolist()):
+        raise TelecliError(f"step {at} is not stored in {parent_dir} ({traj.describe_steps()}); pick a stored step")
+    if at > 0 and not traj.optimizer_state(at) and traj.manifest["optimizer_state"]:
+        raise TelecliError(f"{parent_dir} has no optimiser state at step {at}")
+    cfg.seed = seed
+    if device is not None:
+        cfg.device = device
+    cfg.name = f"{cfg.name}-branch"
+    return run_training(cfg, out, overwrite=overwrite, resume=resume, progress=progress,
+                        parent={"run": str(parent_dir), "at": at})
+
+
+__all__ = ["run_training", "record", "branch", "BatchOrder", "build", "restore", "OPT"]

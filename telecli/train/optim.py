@@ -1,0 +1,48 @@
+"""Losses, optimisers and learning-rate schedules of the presets (method.md §2–5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from telecli.config import TrainConfig
+from telecli.errors import TelecliError
+
+
+def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Batch-mean loss. ``mse``: ½‖f(x) − y‖² per example (method.md §1.5: g = f − y); ``ce``:
+    cross-entropy on logits (binary with one output, soft/one-hot targets with k outputs)."""
+    if name == "mse":
+        return 0.5 * ((output - target) ** 2).sum(dim=1).mean()
+    if name == "ce":
+        if output.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(output, target)
+        return F.cross_entropy(output, target)
+    raise TelecliError(f"unknown loss '{name}' (use 'mse' or 'ce')")
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """SGD (PyTorch's momentum convention: no dampening, no bias correction), Adam or AdamW."""
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if name in ("adam", "adamw"):
+        if len(cfg.betas) != 2:
+            raise TelecliError(f"train.betas needs two values, got {cfg.betas}")
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    raise TelecliError(f"unknown optimizer '{cfg.optimizer}' (use sgd, adam or adamw)")
+
+
+def learning_rate(cfg: TrainConfig, t: int) -> float:
+    """γ_t for step t ≥ 1: linear warmup over the first ``warmup_steps`` steps (γ·t/w), then
+    multiplied by ``decay`` once for every milestone m < t (e.g. ÷10 after steps 32k and 48k)."""
+    kinds = {"constant", "warmup", "step", "warmup-step"}
+    if cfg.schedule not in kinds:
+        raise TelecliError(f"unknown schedule '{cfg.schedule}' (use {', '.join(sorted(kinds))})")
+    lr = cfg.lr
+    if "warmup" in cfg.schedule and cfg.warmup_steps > 0 and t <= cfg.warmup_steps:
+        lr = lr * t / cfg.warmup_steps
+    if "step" in cfg.schedule.split("-"):
+        lr = lr * cfg.decay ** sum(1 for m in cfg.milestones if t > m)
+    return lr

@@ -1,0 +1,283 @@
+"""Recorder: writes the trajectory store from any PyTorch training loop (the API of design.md).
+
+    from telecli import Recorder
+    with Recorder("runs/mine", model, optimizer, train=(X, y), test=(Xt, yt),
+                  model_factory="mypkg.nets:make_net", model_kwargs={"width": 200}, loss="mse") as rec:
+        for t in range(T):
+            idx = ...; optimizer.zero_grad(); loss(model(X[idx]), y[idx]).backward(); optimizer.step()
+            rec.step(idx)          # after optimizer.step(), before a scheduler changes the lr
+
+``rec.step`` stores θ_t, B_t, γ_t (read from the optimiser's param group, i.e. the rate that was just
+used) and the optimiser state (momentum buffers, Adam moments) that the smoother of method.md §1.6
+needs. ``telecli record`` drives its own loop through this same class.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from telecli.errors import TelecliError
+from telecli.store.atomic import atomic_write_json
+from telecli.store.trajectory import (
+    BUFFER,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    OPT,
+    THETA,
+    TrajectoryWriter,
+    read_manifest,
+    steps_per_shard,
+    stored_steps,
+    write_data,
+)
+
+SUPPORTED_OPTIMIZERS = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw"}
+OPT_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
+
+
+def state_keys(opt_info: dict[str, Any]) -> tuple[str, ...]:
+    """The per-parameter optimiser state the smoother and resumption need (none for plain SGD)."""
+    if opt_info["name"] == "sgd" and opt_info.get("momentum", 0.0) == 0.0:
+        return ()
+    return OPT_STATE_KEYS[opt_info["name"]]
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser and its hyper-parameters in the conventions of method.md §1.6 (one param group)."""
+    kind = SUPPORTED_OPTIMIZERS.get(type(optimizer).__name__)
+    if kind is None:
+        raise TelecliError(
+            f"optimiser {type(optimizer).__name__} is not supported by the telescoping analyses "
+            f"(use torch.optim.SGD, Adam or AdamW)"
+        )
+    if len(optimizer.param_groups) != 1:
+        raise TelecliError("the Recorder needs an optimiser with a single parameter group")
+    g = optimizer.param_groups[0]
+    for flag in ("nesterov", "maximize", "amsgrad"):
+        if g.get(flag):
+            raise TelecliError(f"optimiser option {flag}=True is not supported by the telescoping analyses")
+    if kind == "sgd" and g.get("dampening", 0):
+        raise TelecliError("SGD dampening is not supported by the telescoping analyses (set dampening=0)")
+    out = {"name": kind, "weight_decay": float(g.get("weight_decay", 0.0))}
+    if kind == "sgd":
+        out["momentum"] = float(g.get("momentum", 0.0))
+    else:
+        out["betas"] = [float(b) for b in g["betas"]]
+        out["eps"] = float(g["eps"])
+    return out
+
+
+def versions() -> dict[str, str]:
+    import safetensors
+
+    from telecli import __version__
+
+    return {
+        "telecli": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _as_2d(y: torch.Tensor) -> torch.Tensor:
+    return y[:, None] if y.dim() == 1 else y
+
+
+class Recorder:
+    """Context manager that records a training trajectory; see the module docstring."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        model_factory: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        loss: str = "mse",
+        every: int = 1,
+        log_points: int = 0,
+        total_steps: int | None = None,
+        shard_mb: float = 64.0,
+        optimizer_state: bool = True,
+        full_batch: bool = False,
+        overwrite: bool = False,
+        resume: bool = False,
+        config: dict[str, Any] | None = None,
+        task_info: dict[str, Any] | None = None,
+        parent: dict[str, Any] | None = None,
+        start_step: int = 0,
+    ):
+        self.run_dir = Path(run_dir)
+        self.model = model
+        self.optimizer = optimizer
+        self.opt_info = describe_optimizer(optimizer)
+        if loss not in ("mse", "ce"):
+            raise TelecliError(f"unknown loss '{loss}' (use 'mse' or 'ce')")
+        self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.buffers = list(model.named_buffers())
+        self.store_opt = optimizer_state
+        self.step_count = 0
+        self._closed = False
+        if log_points and not total_steps:
+            raise TelecliError("log-spaced storage needs total_steps")
+        self._schedule = None if not (log_points or every > 1) else set(
+            stored_steps(total_steps, every, log_points) if total_steps else []
+        )
+        self._every = every
+        self._total = total_steps
+        if resume:
+            manifest = read_manifest(self.run_dir)
+            if manifest.get("status") == "complete":
+                raise TelecliError(f"run {self.run_dir} is already complete; nothing to resume")
+            self.writer = TrajectoryWriter(self.run_dir, manifest)
+            if not manifest["shards"]:
+                raise TelecliError(f"run {self.run_dir} has no stored shard yet; record it again with --overwrite")
+            self.step_count = manifest["shards"][-1]["last_step"]
+            return
+        self._prepare_dir(overwrite)
+        x, y = train
+        data = {"x_train": x, "y_train": _as_2d(y)}
+        if test is not None:
+            data.update(x_test=test[0], y_test=_as_2d(test[1]))
+        data_sha = write_data(self.run_dir, data)
+        bytes_per_step = sum(p.numel() * p.element_size() for _, p in self.params)
+        bytes_per_step += sum(b.numel() * b.element_size() for _, b in self.buffers)
+        if optimizer_state:
+            bytes_per_step *= 1 + len(state_keys(self.opt_info))
+        per_shard = steps_per_shard(bytes_per_step, shard_mb)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "run_id": (config or {}).get("_run_id") or _random_id(),
+            "config": {k: v for k, v in (config or {}).items() if not k.startswith("_")} or None,
+            "model": {"factory": model_factory, "kwargs": model_kwargs or {}},
+            "loss": loss,
+            "optimizer": self.opt_info,
+            "dtype": str(self.params[0][1].dtype).replace("torch.", ""),
+            "parameters": [{"name": n, "shape": list(p.shape), "dtype": str(p.dtype)[6:]} for n, p in self.params],
+            "buffers": [{"name": n, "shape": list(b.shape), "dtype": str(b.dtype)[6:]} for n, b in self.buffers],
+            "optimizer_state": list(state_keys(self.opt_info)) if optimizer_state else [],
+            "data": {
+                "file": "data.safetensors",
+                "sha256": data_sha,
+                "n_train": int(x.shape[0]),
+                "n_test": int(test[0].shape[0]) if test is not None else 0,
+                "input_shape": list(x.shape[1:]),
+                "output_dim": int(_as_2d(y).shape[1]),
+                "task": task_info or {},
+            },
+            "storage": {"every": every, "log_points": log_points, "total_steps": total_steps},
+            "full_batch": bool(full_batch),
+            "steps_per_shard": per_shard,
+            "parent": parent,
+            "first_step": start_step,
+            "shards": [],
+            "last_step": start_step,
+            "status": "running",
+            "versions": versions(),
+        }
+        self.writer = TrajectoryWriter(self.run_dir, manifest)
+        self.writer.write_manifest()
+        self._write_provenance()
+        self.step_count = start_step
+        self.writer.add_state(start_step, self._snapshot())
+
+    # -- setup --------------------------------------------------------------------------------------------
+    def _prepare_dir(self, overwrite: bool) -> None:
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            if not overwrite:
+                raise TelecliError(
+                    f"{self.run_dir} already exists and is not empty; pass --overwrite to replace it "
+                    f"(or --resume to continue it)"
+                )
+            if not (self.run_dir / MANIFEST).is_file():
+                raise TelecliError(f"refusing to overwrite {self.run_dir}: it is not a telecli run directory")
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _write_provenance(self) -> None:
+        atomic_write_json(
+            self.run_dir / "provenance.json",
+            {
+                "command": sys.argv,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "device": str(self.params[0][1].device),
+            },
+        )
+
+    # -- recording ----------------------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        snap = {THETA + n: p.detach() for n, p in self.params}
+        snap.update({BUFFER + n: b.detach() for n, b in self.buffers})
+        if self.store_opt:
+            keys = state_keys(self.opt_info)
+            for n, p in self.params:
+                st = self.optimizer.state.get(p, {})
+                for key in keys:
+                    v = st.get(key)
+                    snap[f"{OPT}{n}.{key}"] = torch.zeros_like(p) if v is None else v.detach()
+            snap[OPT + "step"] = torch.tensor(float(self.step_count), dtype=torch.float64)
+        return snap
+
+    def is_stored(self, step: int) -> bool:
+        if self._schedule is not None:
+            return step in self._schedule
+        return step % self._every == 0
+
+    def step(self, batch=None, loss: float | None = None) -> None:
+        """Record the step just taken: B_t (indices into the training set; None = full batch), the
+        training loss (optional) and, at stored steps, θ_t with buffers and optimiser state."""
+        self.step_count += 1
+        t = self.step_count
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if batch is not None:
+            batch = torch.as_tensor(batch).reshape(-1)
+        elif not self.writer.full_batch:
+            n = self.writer.manifest["data"]["n_train"]
+            batch = torch.arange(n)
+        self.writer.add_meta(t, lr, math.nan if loss is None else float(loss), batch)
+        if self.is_stored(t) or (self._total is not None and t == self._total):
+            self.writer.add_state(t, self._snapshot())
+
+    def close(self, status: str = "complete") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.writer.manifest["last_step"] != self.step_count and status == "complete":
+            self.writer.add_state(self.step_count, self._snapshot())  # always end on a stored step
+        self.writer.close(status)
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close("complete")
+        else:
+            self.writer.flush()
+            self.close("interrupted" if exc_type is KeyboardInterrupt else f"failed: {exc_type.__name__}")
+
+
+def _random_id() -> str:
+    return os.urandom(6).hex()
+
