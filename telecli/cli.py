@@ -93,6 +93,44 @@ def verify(run: Path = typer.Argument(..., help="Run directory.")):
     print(f"{run}: sound")
 
 
+@app.command(epilog="Examples:\n\n  telecli telescope runs/digits                      # → runs/digits/lens.h5\n\n"
+                    "  telecli telescope runs/digits --points 500 --every 10 --out lens.h5\n\n"
+                    "  telecli telescope runs/big --shard 0/4 --out part0.h5 (then: telecli merge part*.h5 --out lens.h5)\n\n"
+                    "  torchrun --nproc_per_node 4 -m telecli telescope runs/big --out lens.h5")
+def telescope(
+    run: Path = typer.Argument(..., help="Run directory (every step stored)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default RUN/lens.h5)."),
+    points: str = typer.Option("all", "--points", help="Evaluation points per split: N (seeded subset) or all."),
+    every: int = typer.Option(1, "--every", help="Write every K-th step (all steps still contribute)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G (default: "
+                                             "half the free GPU memory, 2G on CPU)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this job's share of the evaluation points."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --points subset."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
+    quiet: bool = _quiet_option(),
+):
+    """Rebuild predictions through the telescoping model: actual, telescoped, linearised, errors → HDF5."""
+    from telecli.pipelines.distributed import telescope_any
+
+    path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
+                         shard=shard, seed=seed, overwrite=overwrite, progress=not quiet)
+    if path is not None and not quiet:
+        print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
+
+
+@app.command(epilog="Example: telecli merge lens.shard-*-of-4.h5 --out lens.h5")
+def merge(
+    parts: List[Path] = typer.Argument(..., help="Shard files written with --shard i/N."),
+    out: Path = typer.Option(..., "--out", "-o", help="Merged results file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+):
+    """Join the shard files of one telescope job into a single results file."""
+    from telecli.pipelines.telescope import merge as do_merge
+
+    print(f"wrote {do_merge(parts, out, overwrite=overwrite)}")
+
+
 @app.command(epilog="Example: telecli demo --out demo")
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Where the demo writes its files."),

@@ -142,14 +142,16 @@ def boosting_smoother(gbr, X_train, X_test, y_train=None, *, init_in_smoother: b
         c_tr += dc[ids]
         c_te += dc[ids_t]
         nxt = (ids_tr[t + 1], len(counts[t + 1])) if t + 1 < T else None
-        leaf_sums = _apply_update(S_tr, D, ids, sq_tr, diag, nxt)
-        _apply_update(S_te, D, ids_t, sq_te, None, None)
+        out_tr = staged_tr[t + 1] if y is not None else None
+        out_te = staged_te[t + 1] if y is not None else None
+        leaf_sums = _apply_update(S_tr, D, ids, sq_tr, diag, nxt, y, out_tr)
+        _apply_update(S_te, D, ids_t, sq_te, None, None, y, out_te)
         p_tr[t + 1] = effective_parameters_from_sq_norms(sq_tr, n)
         p_te[t + 1] = effective_parameters_from_sq_norms(sq_te, n) if m else np.nan
         trace[t + 1] = diag.sum()
         if y is not None:
-            staged_tr[t + 1] = S_tr @ y + c_tr
-            staged_te[t + 1] = S_te @ y + c_te
+            staged_tr[t + 1] += c_tr
+            staged_te[t + 1] += c_te
 
     return BoostSmoother(
         S_train=S_tr,
@@ -285,7 +287,7 @@ def _leaf_ids(gbr, Xtr: np.ndarray, Xte: np.ndarray):
     ids_tr, ids_te, counts = [], [], []
     for t in range(T):
         tree = gbr.estimators_[t, 0].tree_
-        lut = np.full(tree.node_count, -1, dtype=np.intp)
+        lut = np.full(tree.node_count, -1, dtype=np.int32)
         used = np.unique(leaves_tr[:, t])
         is_leaf = tree.children_left == -1
         n_node = tree.n_node_samples
@@ -302,7 +304,7 @@ def _leaf_ids(gbr, Xtr: np.ndarray, Xte: np.ndarray):
                 "unweighted tree kernel does not represent; refit without sample weights"
             )
         ids_tr.append(lut[leaves_tr[:, t]])
-        ids_te.append(lut[leaves_te[:, t]] if leaves_te is not None else np.zeros(0, dtype=np.intp))
+        ids_te.append(lut[leaves_te[:, t]] if leaves_te is not None else np.zeros(0, dtype=np.int32))
         counts.append(cnt)
     return ids_tr, ids_te, counts
 
@@ -313,11 +315,12 @@ def _leaf_indicator(ids: np.ndarray, n_leaves: int) -> sp.csr_array:
     return sp.csr_array((np.ones(k), (ids, np.arange(k))), shape=(n_leaves, k))
 
 
-def _apply_update(S, D, ids, sq, diag, nxt):
+def _apply_update(S, D, ids, sq, diag, nxt, y=None, out=None):
     """S[i] += D[ids[i]] for every row, in blocks; fills the squared row norms ``sq`` (and ``diag``).
 
     ``nxt = (ids_next, n_leaves_next)``: also return the leaf sums of the updated rows for the next
-    tree (sparse leaf-indicator product per block), so S is read once per tree.
+    tree (sparse leaf-indicator product per block), so S is read once per tree. With ``y`` and
+    ``out``, also writes out = S·y (the staged smoother predictions without intercept).
     """
     n_rows, n = S.shape
     block = int(np.clip(_BLOCK_BYTES // (8 * max(n, 1)), 16, 1024))
@@ -327,6 +330,8 @@ def _apply_update(S, D, ids, sq, diag, nxt):
         blk = S[a:b]
         blk += D[ids[a:b]]
         sq[a:b] = np.einsum("ij,ij->i", blk, blk)
+        if out is not None:
+            out[a:b] = blk @ y
         if diag is not None:
             diag[a:b] = blk[np.arange(b - a), np.arange(a, b)]
         if sums is not None:

@@ -14,7 +14,7 @@ from telecli.errors import TelecliError
 
 
 def effective_parameters_from_sq_norms(sq_norms, n: int) -> float:
-    """p⁰ = (n/|I₀|) Σ_{j∈I₀} ‖s(x_j)‖² from the squared row norms ‖s(x_j)‖², j ∈ I₀ (method.md §3.1).
+    """p⁰ = (n/|I₀|) Σ_{j∈I₀} ‖s(x_j)‖² from squared row norms ‖s(x_j)‖², j ∈ I₀ (method.md §3.1).
 
     ``n`` is always the number of *training* points (the length of each row s(x)), whatever I₀ is.
     """

@@ -270,21 +270,24 @@ class Trajectory:
     def optimizer_state(self, step: int) -> dict[str, torch.Tensor]:
         return self.state(step, OPT)
 
-    def iter_states(self, steps: list[int] | np.ndarray | None = None, prefix: str = THETA
-                    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-        """Stream (step, tensors) in step order; each shard is opened once and only the asked-for
-        rows are read (contiguous runs of rows in one slice)."""
+    def iter_states(self, steps: list[int] | np.ndarray | None = None, prefix: str | tuple[str, ...] = THETA
+                    ) -> Iterator[tuple[int, dict]]:
+        """Stream (step, tensors) in step order; each shard is opened once and only the asked-for rows
+        are read (contiguous rows in one slice). With a tuple of prefixes, the tensors come as
+        {prefix: {name: tensor}}."""
+        prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
         wanted = None if steps is None else set(int(s) for s in steps)
         for shard, st in zip(self.shards, self._steps):
             rows = [j for j, s in enumerate(st) if wanted is None or int(s) in wanted]
             if not rows:
                 continue
             with self._open(shard) as f:
-                keys = [k for k in f.keys() if k.startswith(prefix)]
+                keys = {p: [k for k in f.keys() if k.startswith(p)] for p in prefixes}
                 for lo, hi in _runs(rows):
-                    block = {k: f.get_slice(k)[lo:hi] for k in keys}
+                    block = {p: {k[len(p):]: f.get_slice(k)[lo:hi] for k in ks} for p, ks in keys.items()}
                     for r in range(hi - lo):
-                        yield int(st[lo + r]), {k[len(prefix):]: v[r] for k, v in block.items()}
+                        out = {p: {k: v[r] for k, v in b.items()} for p, b in block.items()}
+                        yield int(st[lo + r]), (out[prefixes[0]] if isinstance(prefix, str) else out)
 
     def data(self) -> dict[str, torch.Tensor]:
         path = self.run_dir / DATA

@@ -1,0 +1,277 @@
+"""``telecli telescope``: stream a trajectory through the telescoping model into a results file.
+
+Outer loop over blocks of consecutive steps (each checkpoint read once), inner loop over chunks of
+evaluation points sized to a memory budget. Per output step and split: the actual network, the
+telescoping model (Eq. 5 (i)), the linearisation at initialisation (§1.3), and — once the file is
+complete — approximation errors (§2), losses and error rates of all three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from telecli.errors import TelecliError
+from telecli.lens import telescope as lens
+from telecli.lens.functional import flatten, jacobian
+from telecli.pipelines.common import (
+    activation_elements,
+    device_for,
+    parse_memory,
+    parse_shard,
+    plan_memory,
+    rebuild_network,
+    select_points,
+)
+from telecli.progress import Progress
+from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
+from telecli.store.trajectory import BUFFER, THETA, Trajectory
+
+KINDS = ("actual", "telescoped", "linearized")
+
+
+def check_contiguous(traj: Trajectory) -> None:
+    if traj.is_contiguous():
+        return
+    steps = traj.steps
+    gap = int(np.nonzero(np.diff(steps) != 1)[0][0])
+    raise TelecliError(
+        f"{traj.run_dir} stores steps with gaps (step {steps[gap]} is followed by {steps[gap + 1]}); the "
+        f"telescoping sum needs every step: record with store.every = 1 (use --every K here to thin the output)"
+    )
+
+
+def output_steps(steps: np.ndarray, every: int) -> np.ndarray:
+    if every < 1:
+        raise TelecliError(f"--every must be ≥ 1, got {every}")
+    first = int(steps[0])
+    keep = [int(t) for t in steps if (int(t) - first) % every == 0]
+    if keep[-1] != int(steps[-1]):
+        keep.append(int(steps[-1]))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def default_output(run: Path, shard: tuple[int, int]) -> Path:
+    i, n = shard
+    return run / ("lens.h5" if n == 1 else f"lens.shard-{i}-of-{n}.h5")
+
+
+def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Tensor]:
+    names = states[0][prefix].keys()
+    out = {}
+    for name in names:
+        t = torch.stack([s[prefix][name] for s in states]).to(device)
+        out[name] = t.to(dtype) if t.is_floating_point() else t
+    return out
+
+
+def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int = 1,
+                  device: str | None = None, max_memory: str | None = None, shard: str | None = None,
+                  seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+    """Compute the telescoping model of a recorded run; returns the results file path."""
+    run = Path(run)
+    traj = Trajectory(run)
+    check_contiguous(traj)
+    shard_ix = parse_shard(shard)
+    out = Path(out) if out else default_output(run, shard_ix)
+    dev = device_for(device)
+    model = rebuild_network(traj, dev)
+    dtype = next(model.parameters()).dtype
+    data = traj.data()
+    splits = [s for s in SPLITS if f"x_{s}" in data and data[f"x_{s}"].shape[0] > 0]
+    idx = {s: np.array_split(select_points(data[f"x_{s}"].shape[0], points, seed), shard_ix[1])[shard_ix[0]]
+           for s in splits}
+    X = {s: data[f"x_{s}"][torch.as_tensor(idx[s])].to(dev, dtype) for s in splits}
+    Y = {s: data[f"y_{s}"][torch.as_tensor(idx[s])].to(dtype) for s in splits}
+    k = int(traj.manifest["data"]["output_dim"])
+    steps = traj.steps
+    first, last = int(steps[0]), int(steps[-1])
+    out_steps = output_steps(steps, every)
+    row_of = {int(t): r for r, t in enumerate(out_steps)}
+    S = len(out_steps)
+
+    key = json.dumps({"run": traj.manifest.get("run_id"), "last": last, "points": str(points), "every": every,
+                      "seed": seed, "shard": list(shard_ix), "sha": traj.shards[-1].sha256}, sort_keys=True)
+    datasets = {f"{s}/{kind}": ((S, len(idx[s]), k), "f8") for s in splits for kind in KINDS}
+    fixed = {"steps": out_steps}
+    for s in splits:
+        fixed[f"{s}/index"] = idx[s].astype(np.int64)
+        fixed[f"{s}/targets"] = Y[s].double().numpy()
+    attrs = {"run": str(run), "run_id": traj.manifest.get("run_id"), "points": str(points), "every": every,
+             "seed": seed, "shard": f"{shard_ix[0]}/{shard_ix[1]}", "loss": traj.manifest["loss"],
+             "optimizer": traj.manifest["optimizer"], "device": str(dev), "dtype": str(dtype)[6:],
+             "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)"}
+    writer = ResultsWriter(out, key, attrs, datasets, fixed, overwrite)
+    try:
+        _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, max_memory, progress)
+        return writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
+    except BaseException:
+        writer.close()
+        raise
+
+
+def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, max_memory, progress):
+    theta0 = {n: v.to(dev, dtype) for n, v in traj.theta(first).items()}
+    buffers0 = {n: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev)) for n, v in traj.buffers(first).items()}
+    theta0_flat = flatten(theta0)
+    n_params = theta0_flat.numel()
+    n_points = max(int(x.shape[0]) for x in X.values())
+    k = writer[f"{splits[0]}/actual"].shape[2]
+    act = activation_elements(model, X[splits[0]], theta0, buffers0)
+    budget = parse_memory(max_memory, dev)
+    plan = plan_memory(budget, n_points, k, n_params, act, theta0_flat.element_size())
+
+    with torch.no_grad():
+        f0 = {s: lens.actual(model, {n: v[None] for n, v in theta0.items()},
+                             {n: v[None] for n, v in buffers0.items()}, X[s])[0] for s in splits}
+
+    def chunks(s):
+        n = X[s].shape[0]
+        return [slice(a, min(a + plan.chunk, n)) for a in range(0, n, plan.chunk)]
+
+    jac_cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    def lin_block(s, ci, c, theta_out):
+        """f^lin at the output steps: one GEMM with a cached J_0 when it fits the budget, else JVPs."""
+        if plan.cache_jac0:
+            if (s, ci) not in jac_cache:
+                jac_cache[(s, ci)] = jacobian(model, theta0, buffers0, X[s][c])
+            return lens.linearized(f0[s][c], jac_cache[(s, ci)], theta_out, theta0_flat)
+        return lens.linearized_jvp(model, theta0, buffers0, f0[s][c], X[s][c], theta_out)
+
+    start = first
+    f_tilde = {s: f0[s].clone() for s in splits}
+    if writer.resumed_from is not None:
+        start = writer.resumed_from
+        f_tilde = {s: torch.as_tensor(writer.state(f"_state/{s}/telescoped")).to(dev, dtype) for s in splits}
+    elif first in row_of:
+        for s in splits:
+            for kind in ("actual", "telescoped", "linearized"):
+                writer[f"{s}/{kind}"][row_of[first]] = f0[s].double().cpu().numpy()
+
+    def process(states: list[dict], steps_blk: list[int]) -> None:
+        thetas = _stack(states, THETA, dev, dtype)
+        bufs = _stack(states, BUFFER, dev, dtype) if states[0][BUFFER] else {}
+        out_pos = [i for i, t in enumerate(steps_blk[1:]) if t in row_of]  # positions s: step t0+1+s
+        r0 = row_of[steps_blk[1 + out_pos[0]]] if out_pos else 0
+        for s in splits:
+            rows = {kind: np.empty((len(out_pos), X[s].shape[0], k)) for kind in KINDS}
+            for ci, c in enumerate(chunks(s)):
+                x = X[s][c]
+                actual_prev, ft = lens.telescope_block(model, thetas, bufs, x, f_tilde[s][c])
+                f_tilde[s][c] = ft[-1]
+                if not out_pos:
+                    continue
+                sel = torch.as_tensor(out_pos, device=dev)
+                theta_out = {n: v[1:][sel] for n, v in thetas.items()}
+                lin = lin_block(s, ci, c, theta_out)
+                act = torch.empty_like(lin)
+                S = len(steps_blk) - 1
+                inner = [i for i, p in enumerate(out_pos) if p < S - 1]
+                if inner:
+                    act[inner] = actual_prev[[out_pos[i] + 1 for i in inner]]
+                if out_pos[-1] == S - 1:
+                    with torch.no_grad():
+                        act[-1] = lens.actual(model, {n: v[-1:] for n, v in thetas.items()},
+                                              {n: v[-1:] for n, v in bufs.items()}, x)[0]
+                rows["telescoped"][:, c] = ft[sel].detach().double().cpu().numpy()
+                rows["linearized"][:, c] = lin.detach().double().cpu().numpy()
+                rows["actual"][:, c] = act.detach().double().cpu().numpy()
+            if out_pos:
+                for kind in KINDS:
+                    writer[f"{s}/{kind}"][r0 : r0 + len(out_pos)] = rows[kind]
+        writer.checkpoint(steps_blk[-1], {f"_state/{s}/telescoped": f_tilde[s].double().cpu().numpy()
+                                          for s in splits})
+
+    with Progress(last - start, f"telescope {traj.run_dir.name}", enabled=progress) as bar:
+        todo = traj.steps[traj.steps >= start]
+        block: list[dict] = []
+        blk_steps: list[int] = []
+        for step, st in traj.iter_states(todo, prefix=(THETA, BUFFER)):
+            block.append(st)
+            blk_steps.append(step)
+            if len(block) == plan.block + 1 or step == last:
+                if len(block) > 1:
+                    _with_backoff(lambda: process(block, blk_steps), plan, dev, jac_cache)
+                    bar.advance(len(block) - 1)
+                block, blk_steps = block[-1:], blk_steps[-1:]
+
+
+def _with_backoff(fn, plan, dev, cache) -> None:
+    """Run ``fn``; on a CUDA out-of-memory error halve the chunk size and try again."""
+    while True:
+        try:
+            return fn()
+        except torch.cuda.OutOfMemoryError:
+            if plan.chunk == 1:
+                raise TelecliError("out of device memory even with one point per chunk; lower --max-memory "
+                                   "or use --device cpu") from None
+            plan.chunk = max(1, plan.chunk // 2)
+            plan.cache_jac0 = False
+            cache.clear()
+            torch.cuda.empty_cache()
+
+
+def summarise(f: h5py.File, loss_kind: str) -> None:
+    """Per-step metrics from the stored predictions: approximation errors (§2), losses, error rates."""
+    for s in SPLITS:
+        if f"{s}/actual" not in f:
+            continue
+        y = torch.as_tensor(f[f"{s}/targets"][...])
+        pred = {kind: torch.as_tensor(f[f"{s}/{kind}"][...]) for kind in KINDS}
+        g = f[s]
+        for name in [n for n in g if n.startswith(("loss_", "error_", "approx_error_"))]:
+            del g[name]
+        for kind in ("telescoped", "linearized"):
+            g[f"approx_error_{kind}"] = lens.approximation_error(pred["actual"], pred[kind]).numpy()
+        for kind in KINDS:
+            g[f"loss_{kind}"] = lens.loss(pred[kind], y, loss_kind).numpy()
+            g[f"error_{kind}"] = lens.error_rate(pred[kind], y).numpy()
+
+
+def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+    """Join shard files of one ``telescope`` job (points split with --shard) into one file, ordered by index."""
+    from telecli.store.results import check_writable
+
+    out = Path(out)
+    check_writable(out, overwrite)
+    files = [open_results(p) for p in parts]
+    try:
+        ref = files[0]
+        for p, f in zip(parts, files):
+            for attr in ("run_id", "every", "points", "seed"):
+                if f.attrs.get(attr) != ref.attrs.get(attr):
+                    raise TelecliError(f"{p} differs from {parts[0]} in '{attr}'; shards must come from one job")
+            if not np.array_equal(f["steps"][...], ref["steps"][...]):
+                raise TelecliError(f"{p} has other steps than {parts[0]}")
+        shards = sorted({f.attrs.get("shard") for f in files})
+        n_total = int(str(ref.attrs.get("shard", "0/1")).split("/")[1])
+        if len(shards) != n_total or len(files) != n_total:
+            raise TelecliError(f"expected {n_total} distinct shards, got {len(shards)} ({', '.join(map(str, shards))})")
+        tmp = partial_path(out)
+        with h5py.File(tmp, "w") as g:
+            for k_, v in ref.attrs.items():
+                g.attrs[k_] = v
+            g.attrs["shard"] = "merged"
+            g.attrs["merged_from"] = json.dumps([str(p) for p in parts])
+            g["steps"] = ref["steps"][...]
+            for s in SPLITS:
+                if f"{s}/index" not in ref:
+                    continue
+                index = np.concatenate([f[f"{s}/index"][...] for f in files])
+                order = np.argsort(index, kind="stable")
+                g[f"{s}/index"] = index[order]
+                g[f"{s}/targets"] = np.concatenate([f[f"{s}/targets"][...] for f in files])[order]
+                for kind in KINDS:
+                    g[f"{s}/{kind}"] = np.concatenate([f[f"{s}/{kind}"][...] for f in files], axis=1)[:, order]
+            summarise(g, str(ref.attrs["loss"]))
+        os.replace(tmp, out)
+        return out
+    finally:
+        for f in files:
+            f.close()
