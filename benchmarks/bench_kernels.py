@@ -7,7 +7,10 @@ Cases (method.md §7: kernels against the batch for every evaluation point):
 For each case every strategy runs once on a small slice (warm-up), then ``--repeats`` times on the full
 problem; the median time is reported with its ratio to "structured", and the kernels are compared.
 With ``--nt PYTHON`` (the python printed by ../shared/bench/neural_tangents_env.sh) the MLP shape is
-also timed with neural-tangents' three implementations, in a subprocess, and printed beside ours.
+also timed with neural-tangents' three implementations, in a subprocess, and printed beside ours
+(JAX picks its own thread count; ``--threads`` sets torch's only). On a machine shared with other
+jobs, ``--threads 1`` gives the steadiest ratios. ntk-vp needs n2·k JVPs through all n1 points and
+takes minutes on the cnn case: ``--strategies structured,jacobian`` leaves it out.
 
     .venv/bin/python benchmarks/bench_kernels.py                 # both cases
     .venv/bin/python benchmarks/bench_kernels.py --cases mlp --nt "$(../shared/bench/neural_tangents_env.sh)"

@@ -15,6 +15,8 @@ from telecli.lens.kernels import choose_strategy, jacobian, tangent_kernel
 from telecli.models import build
 
 STRATEGIES = ["jacobian", "ntk-vp", "structured", "auto"]
+# forward-mode AD (ntk-vp) loads torch's jvp decompositions through the deprecated torch.jit.script
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,7 +37,8 @@ def autograd_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         per_output = []
         for i in range(len(out)):
             grads = torch.autograd.grad(out[i], params, retain_graph=True, allow_unused=True)
-            per_output.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+            flat = [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]
+            per_output.append(torch.cat(flat))
         rows.append(torch.stack(per_output))
     return torch.stack(rows)
 

@@ -19,8 +19,8 @@ Efficiency. No per-tree n×n kernel matrix is built (that is the U-turn paper's 
 as the baseline in benchmarks/bench_boost.py). For any M with n rows, k_t(x)·M is the mean of M's
 rows over x's leaf, so one tree costs one pass over the rows of S: leaf sums (a sparse leaf-indicator
 product), then every row gains the row of its leaf. The leaf sums needed by tree t+1 are
-accumulated while tree t's update is applied, block by block, together with the row norms (for p⁰),
-the diagonal (for trace S) and, optionally, the staged predictions. Cost per tree O((n+m)·n);
+accumulated while tree t's update is applied, block by block, together with the row norms (for p⁰)
+and the diagonal (for trace S); staged predictions cost O(n_leaves·n) more. Cost per tree O((n+m)·n);
 memory (n+m)·n + 2·n_leaves·n float64 values plus the (T, n+m) kernel-norm arrays.
 """
 
@@ -125,7 +125,8 @@ def boosting_smoother(gbr, X_train, X_test, y_train=None, *, init_in_smoother: b
     staged_tr = staged_te = None
     if y is not None:
         staged_tr, staged_te = np.empty((T + 1, n)), np.empty((T + 1, m))
-        staged_tr[0], staged_te[0] = S_tr @ y + c_tr, S_te @ y + c_te
+        sy_tr, sy_te = S_tr @ y, S_te @ y
+        staged_tr[0], staged_te[0] = sy_tr + c_tr, sy_te + c_te
 
     # leaf sums Σ_{i in leaf} s_{t−1}(x_i) for the next tree; for tree 1 from S_0 directly
     leaf_sums = _leaf_indicator(ids_tr[0], len(counts[0])) @ S_tr if T else None
@@ -142,16 +143,17 @@ def boosting_smoother(gbr, X_train, X_test, y_train=None, *, init_in_smoother: b
         c_tr += dc[ids]
         c_te += dc[ids_t]
         nxt = (ids_tr[t + 1], len(counts[t + 1])) if t + 1 < T else None
-        out_tr = staged_tr[t + 1] if y is not None else None
-        out_te = staged_te[t + 1] if y is not None else None
-        leaf_sums = _apply_update(S_tr, D, ids, sq_tr, diag, nxt, y, out_tr)
-        _apply_update(S_te, D, ids_t, sq_te, None, None, y, out_te)
+        if y is not None:  # s_t(x)·y = s_{t−1}(x)·y + D[leaf(x)]·y: staged predictions at O(n_leaves·n)
+            dy = D @ y
+            sy_tr += dy[ids]
+            sy_te += dy[ids_t]
+        leaf_sums = _apply_update(S_tr, D, ids, sq_tr, diag, nxt)
+        _apply_update(S_te, D, ids_t, sq_te, None, None)
         p_tr[t + 1] = effective_parameters_from_sq_norms(sq_tr, n)
         p_te[t + 1] = effective_parameters_from_sq_norms(sq_te, n) if m else np.nan
         trace[t + 1] = diag.sum()
         if y is not None:
-            staged_tr[t + 1] += c_tr
-            staged_te[t + 1] += c_te
+            staged_tr[t + 1], staged_te[t + 1] = sy_tr + c_tr, sy_te + c_te
 
     return BoostSmoother(
         S_train=S_tr,
@@ -315,12 +317,11 @@ def _leaf_indicator(ids: np.ndarray, n_leaves: int) -> sp.csr_array:
     return sp.csr_array((np.ones(k), (ids, np.arange(k))), shape=(n_leaves, k))
 
 
-def _apply_update(S, D, ids, sq, diag, nxt, y=None, out=None):
+def _apply_update(S, D, ids, sq, diag, nxt):
     """S[i] += D[ids[i]] for every row, in blocks; fills the squared row norms ``sq`` (and ``diag``).
 
     ``nxt = (ids_next, n_leaves_next)``: also return the leaf sums of the updated rows for the next
-    tree (sparse leaf-indicator product per block), so S is read once per tree. With ``y`` and
-    ``out``, also writes out = S·y (the staged smoother predictions without intercept).
+    tree (sparse leaf-indicator product per block), so S is read once per tree.
     """
     n_rows, n = S.shape
     block = int(np.clip(_BLOCK_BYTES // (8 * max(n, 1)), 16, 1024))
@@ -330,8 +331,6 @@ def _apply_update(S, D, ids, sq, diag, nxt, y=None, out=None):
         blk = S[a:b]
         blk += D[ids[a:b]]
         sq[a:b] = np.einsum("ij,ij->i", blk, blk)
-        if out is not None:
-            out[a:b] = blk @ y
         if diag is not None:
             diag[a:b] = blk[np.arange(b - a), np.arange(a, b)]
         if sums is not None:

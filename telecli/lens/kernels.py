@@ -18,18 +18,22 @@ Four strategies give the same kernel (they differ in cost only; names follow neu
 * ``"ntk-vp"`` (NTK_VECTOR_PRODUCTS): the n2·k rows ∂f_j(x2_b)/∂θ come from per-example VJPs; each
   row is pushed through all of x1 at once by one JVP, which yields the column K[:, b, :, j].
   Cost ≈ n2(1 + 2k)F + 3 n1 n2 k F; memory bounded by the block size, J(x1) is never formed.
+  (Forward mode follows the true derivative where PyTorch's backward departs from it on purpose:
+  an Embedding's padding_idx row, if that row also gets gradient through a tied use.)
 * ``"structured"`` (STRUCTURED_DERIVATIVES), the fast exact one: one forward of each input set with
   hooks records each layer's input a, and k backward passes give g_i = ∂f_i/∂(layer output); the
   parameter gradients are never requested. Per layer (``_Rule`` subclasses below):
   Linear/Conv1d/Conv2d weights contribute Σ_{l,m} (a1_l·a2_m)(g1_l·g2_m) over their output positions
-  (l, m; one position for a Linear on (n, d) inputs; im2col patches for convolutions), or the inner
-  products of the per-example gradients Σ_l g_l ⊗ a_l when those are smaller (``_affine_order``);
-  biases contribute Σ_{l,m} g1_l·g2_m; BatchNorm/LayerNorm/GroupNorm affine parameters and Embedding
-  rows are handled the same way. Any other trainable parameter (a raw ``nn.Parameter`` used in a
-  custom forward, a layer type without a rule, a weight tied between modules) gets an exact
-  fallback: its per-example Jacobian, contracted. A one-example self-check against autograd moves a
-  layer to the fallback when its rule does not account for its gradient (e.g. its weight is also
-  used outside the layer's forward).
+  (l, m; one position for a Linear on (n, d) inputs; im2col patches a_l for convolutions), or the
+  inner products of the per-example gradients Σ_l g_l ⊗ a_l when those are smaller
+  (``_affine_order``; for convolutions they come from one grouped ``convolution_backward``);
+  biases contribute Σ_{l,m} g1_l·g2_m. BatchNorm/LayerNorm/GroupNorm affine parameters contribute
+  their (small) per-example gradients Σ g ⊙ x̂ and Σ g; Embedding tables Σ_{l,m} 1{idx1_l = idx2_m}
+  (g1_l·g2_m). Any other trainable parameter (a raw ``nn.Parameter`` used in a custom forward, a
+  layer type without a rule, a weight tied between modules) gets an exact fallback: its per-example
+  Jacobian, contracted. A self-check against autograd on two examples moves a layer to the fallback
+  when its rule does not reproduce its gradient norm (e.g. its weight is also used outside the
+  layer's forward).
 * ``"auto"`` picks by the cost model in ``choose_strategy``.
 
 Requirements: inputs carry the example axis first, and f(x_a) depends on x_a only, so BatchNorm must
@@ -55,6 +59,8 @@ JACOBIAN_MEMORY_LIMIT = 8 * MEMORY_BUDGET  # "auto" avoids storing a larger Jaco
 
 Params = dict[str, Tensor]
 Network = Callable[[Params, Tensor], Tensor]  # f(θ, x) → (n, k)
+Calls = list[Tensor]  # one tensor per call of a layer in a forward pass
+Names = tuple[str, ...]  # a layer's trainable parameters, by local name ("weight", "bias")
 
 __all__ = [
     "MEMORY_BUDGET",
@@ -445,42 +451,52 @@ class _Rule:
         return any(isinstance(m, b) and type(m).forward is b.forward for b in self.bases)
 
     def save(self, m: nn.Module, x: Tensor) -> Tensor:
+        """What the contraction needs from one call's input (runs in the forward hook)."""
         raise NotImplementedError
 
-    def order(self, m: nn.Module, active: tuple[str, ...], saved: list[Tensor], grads: list[Tensor], n1: int, n2: int) -> str:
+    def order(self, m: nn.Module, active: Names, saved: Calls, grads: Calls, n1: int, n2: int) -> str:
+        """"pairs" or "grads" for a kernel between n1 and n2 examples (see ``_affine_order``)."""
         raise NotImplementedError
 
-    def blocks(self, m: nn.Module, active: tuple[str, ...], saved: list[Tensor], grads: list[Tensor], order: str) -> list[_Block]:
+    def blocks(self, m: nn.Module, active: Names, saved: Calls, grads: Calls, order: str) -> list[_Block]:
         raise NotImplementedError
 
 
 class _AffineRule(_Rule):
-    """A weight applied at several positions, plus a bias: Linear (positions = leading axes) and
-    convolutions (positions = output locations, inputs = im2col patches, one group per conv group)."""
+    """A weight applied at L positions, plus a bias: Linear (positions = leading axes) and
+    convolutions (positions = output locations, inputs = im2col patches, one block per conv group).
+    Calls of the same layer are further positions of the same weight."""
 
-    def groups(self, m: nn.Module, saved: list[Tensor], grads: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        """[(a (n, L, D), g (n, k, O, L))] per weight group."""
+    def inputs(self, m: nn.Module, saved: list[Tensor]) -> Tensor:
+        """The layer input at every position, (n, L, D·groups)."""
         raise NotImplementedError
 
+    def outputs(self, m: nn.Module, grads: list[Tensor]) -> Tensor:
+        """∂f_i/∂(layer output) at every position, (n, k, O, L)."""
+        raise NotImplementedError
+
+    def weight_gradients(self, m: nn.Module, saved: Calls, grads: Calls) -> Tensor:
+        """Per-example weight gradients Σ_l g_l ⊗ a_l, (n, k, weight.numel()) in weight layout."""
+        a, g = self.inputs(m, saved), self.outputs(m, grads)
+        n, k, o, l = g.shape
+        return torch.bmm(g.reshape(n, k * o, l), a).view(n, k, -1)
+
     def order(self, m, active, saved, grads, n1, n2):
-        groups = self.groups(m, saved, grads)
-        shapes = [(a.shape[1], a.shape[2], g.shape[2]) for a, g in groups]
-        return _affine_order(n1, n2, grads[0].shape[1], shapes, "weight" in active)
+        groups = getattr(m, "groups", 1)
+        g = self.outputs(m, grads)
+        shapes = [(g.shape[3], m.weight[0].numel(), g.shape[2] // groups)] * groups
+        return _affine_order(n1, n2, g.shape[1], shapes, "weight" in active)
 
     def blocks(self, m, active, saved, grads, order):
-        groups = self.groups(m, saved, grads)
         weight, bias = "weight" in active, "bias" in active
+        g = self.outputs(m, grads)
         if order == "pairs":
-            return [_Block("pairs", (a, g), weight, bias) for a, g in groups]
-        parts = [_weight_gradients(a, g) for a, g in groups] if weight else []
-        parts += [g.sum(3) for _, g in groups] if bias else []
+            groups = getattr(m, "groups", 1)
+            pairs = zip(self.inputs(m, saved).chunk(groups, dim=2), g.chunk(groups, dim=2))
+            return [_Block("pairs", (a_, g_), weight, bias) for a_, g_ in pairs]
+        parts = [self.weight_gradients(m, saved, grads)] if weight else []
+        parts += [g.sum(3)] if bias else []
         return [_Block("grads", (_cat(parts, dim=2),))]
-
-
-def _weight_gradients(a: Tensor, g: Tensor) -> Tensor:
-    """Per-example gradients Σ_l g_l ⊗ a_l of a weight shared over L positions, (n, k, O·D)."""
-    n, k, o, l = g.shape
-    return torch.bmm(g.reshape(n, k * o, l), a).view(n, k, -1)
 
 
 def _cat(tensors: list[Tensor], dim: int) -> Tensor:
@@ -493,39 +509,76 @@ class _LinearRule(_AffineRule):
     def save(self, m, x):
         return x
 
-    def groups(self, m, saved, grads):
+    def inputs(self, m, saved):
+        n = saved[0].shape[0]
+        return _cat([s.reshape(n, -1, s.shape[-1]) for s in saved], dim=1)
+
+    def outputs(self, m, grads):
         n, k = grads[0].shape[:2]
-        a = _cat([s.reshape(n, -1, s.shape[-1]) for s in saved], dim=1)
-        g = _cat([gr.reshape(n, k, -1, gr.shape[-1]).transpose(2, 3) for gr in grads], dim=3)
-        return [(a, g)]
+        return _cat([gr.reshape(n, k, -1, gr.shape[-1]).transpose(2, 3) for gr in grads], dim=3)
 
 
 class _ConvRule(_AffineRule):
+    """Conv1d/Conv2d. The saved input is padded as the layer pads it (unless that is plain zero
+    padding, which the patch extraction and ``convolution_backward`` apply themselves)."""
+
     bases = (nn.Conv1d, nn.Conv2d)
 
     def save(self, m, x):
-        return _patches(m, x)
+        if isinstance(m.padding, str) or m.padding_mode != "zeros":  # 'same'/'valid', reflect, ...
+            mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+            return F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
+        return x
 
-    def groups(self, m, saved, grads):
+    def inputs(self, m, saved):
+        return _cat([_patches(m, x) for x in saved], dim=1)
+
+    def outputs(self, m, grads):
         n, k, o = grads[0].shape[:3]
-        a = _cat(saved, dim=1)
-        g = _cat([gr.reshape(n, k, o, -1) for gr in grads], dim=3)
-        return list(zip(a.chunk(m.groups, dim=2), g.chunk(m.groups, dim=2)))
+        return _cat([gr.reshape(n, k, o, -1) for gr in grads], dim=3)
+
+    def weight_gradients(self, m, saved, grads):
+        return sum(_conv_weight_gradients(m, x, g) for x, g in zip(saved, grads))
+
+
+def _conv_padding(m: nn.Conv1d | nn.Conv2d) -> tuple[int, ...]:
+    """The zero padding still to apply to a saved input (``_ConvRule.save`` did any other)."""
+    return (0,) * len(m.kernel_size) if isinstance(m.padding, str) or m.padding_mode != "zeros" else m.padding
 
 
 def _patches(m: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     """im2col: the (C_in·kernel) input patch under each output location, (n, L, C_in·Π kernel).
     The channel axis is outermost in a patch, so conv groups are contiguous slices."""
-    padding = m.padding
-    if isinstance(padding, str) or m.padding_mode != "zeros":  # 'same'/'valid' or non-zero padding
-        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
-        x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
-        padding = (0,) * len(m.kernel_size)
-    kernel, dilation, stride = m.kernel_size, m.dilation, m.stride
+    kernel, dilation, padding, stride = m.kernel_size, m.dilation, _conv_padding(m), m.stride
     if isinstance(m, nn.Conv1d):  # as a 1-pixel-high image
         x = x.unsqueeze(2)
         kernel, dilation, padding, stride = (1, *kernel), (1, *dilation), (0, *padding), (1, *stride)
     return F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride).transpose(1, 2)
+
+
+def _conv_weight_gradients(m: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> Tensor:
+    """Per-example, per-output weight gradients of a convolution, (n, k, weight.numel()), without
+    im2col: the weight gradient of one convolution whose groups are (example, conv group) pairs and
+    whose output channels are (output i, channel) pairs — the grouped-convolution trick."""
+    n, k, o = g.shape[:3]
+    groups, spatial = m.groups, g.shape[3:]
+    o_g = o // groups
+    grad_out = g.reshape(n, k, groups, o_g, *spatial).transpose(1, 2).reshape(1, n * groups * k * o_g, *spatial)
+    weight_shape = (n * groups * k * o_g, *m.weight.shape[1:])
+    _, gw, _ = torch.ops.aten.convolution_backward(
+        grad_out,
+        x.reshape(1, -1, *x.shape[2:]),
+        x.new_zeros(1).expand(weight_shape),  # only its shape is read
+        None,
+        list(m.stride),
+        list(_conv_padding(m)),
+        list(m.dilation),
+        False,
+        [0] * len(spatial),
+        n * groups,
+        [False, True, False],
+    )
+    return gw.view(n, groups, k, -1).transpose(1, 2).reshape(n, k, -1)
 
 
 class _EmbeddingRule(_Rule):
@@ -596,7 +649,7 @@ class _Layer:
     name: str
     module: nn.Module
     rule: _Rule
-    active: tuple[str, ...]  # local names of its trainable parameters ("weight", "bias")
+    active: Names
     order: str = "grads"
 
     def parameter_names(self) -> list[str]:
@@ -669,12 +722,12 @@ def _self_check(
     return exact
 
 
-def _capture(plan: _Plan, f: Network, theta: Params, x: Tensor) -> tuple[dict[str, list[Tensor]], dict[str, list[Tensor]]]:
+def _capture(plan: _Plan, f: Network, theta: Params, x: Tensor) -> tuple[dict[str, Calls], dict[str, Calls]]:
     """One forward of x with hooks on the planned layers: per layer and call, the saved input
     (``rule.save``) and the output gradients ∂f_i/∂(layer output), (n, k, *output) — obtained by
     adding a zero probe to each layer output and differentiating f w.r.t. the probes only."""
-    saved: dict[str, list[Tensor]] = {layer.name: [] for layer in plan.layers}
-    probes: dict[str, list[Tensor]] = {layer.name: [] for layer in plan.layers}
+    saved: dict[str, Calls] = {layer.name: [] for layer in plan.layers}
+    probes: dict[str, Calls] = {layer.name: [] for layer in plan.layers}
 
     def hook_for(layer: _Layer):
         def hook(module, args, out):
@@ -728,7 +781,8 @@ def _blocks(plan: _Plan, f: Network, theta: Params, x: Tensor, rows: int, s: _Si
         for layer in plan.layers:
             if not saved[layer.name]:
                 raise TelecliError(
-                    f"structured kernel: layer '{layer.name}' was not called for these inputs; use strategy='jacobian'"
+                    f"structured kernel: layer '{layer.name}' was not called for these inputs; "
+                    f"use strategy='jacobian'"
                 )
             part += layer.rule.blocks(layer.module, layer.active, saved[layer.name], grads[layer.name], layer.order)
         if plan.fallback:

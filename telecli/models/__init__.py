@@ -17,9 +17,9 @@ BUILTIN_FACTORY = "telecli.models:build"
 
 
 def _registry():
-    from telecli.models import mlp, poly
+    from telecli.models import features, mlp, poly
 
-    reg = {"mlp": mlp.MLP, "poly": poly.PolyNet}
+    reg = {"mlp": mlp.MLP, "poly": poly.PolyNet, "features": features.RandomFeatures}
     try:
         from telecli.models import cnn
 
@@ -75,6 +75,7 @@ _SPEC_KEYS = {
     "poly": ("epsilon", "hidden"),
     "cnn": ("channels", "sigmoid"),
     "resnet20": (),
+    "features": ("width",),
 }
 
 

@@ -110,7 +110,7 @@ class Plan:
 
 
 def plan_memory(budget: int, n_points: int, k: int, n_params: int, act: int, itemsize: int,
-                block: int = 32) -> Plan:
+                block: int = 32, max_chunk: int = 1024) -> Plan:
     """Pick points per chunk so a block's working set fits ``budget`` bytes: stacked θ (3 copies of
     block+1 steps), J_0 for all points when it fits a quarter of the budget, and
     chunk × 6·block·act × itemsize of forward-mode activations."""
@@ -121,7 +121,7 @@ def plan_memory(budget: int, n_points: int, k: int, n_params: int, act: int, ite
     cache = n_points * k * n_params * itemsize <= budget // 4  # J_0 for every point, kept all run
     per_point = 6 * block * act * itemsize
     avail = budget - theta_bytes - (n_points * k * n_params * itemsize if cache else 0)
-    chunk = min(max(1, int(avail // per_point)), n_points)
+    chunk = min(max(1, int(avail // per_point)), n_points, max_chunk)
     return Plan(block=block, chunk=chunk, cache_jac0=cache)
 
 

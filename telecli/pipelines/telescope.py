@@ -75,7 +75,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
                   seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
     """Compute the telescoping model of a recorded run; returns the results file path."""
     run = Path(run)
-    traj = Trajectory(run)
+    traj = Trajectory(run, check_hashes=True)
     check_contiguous(traj)
     shard_ix = parse_shard(shard)
     out = Path(out) if out else default_output(run, shard_ix)
@@ -84,11 +84,13 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     dtype = next(model.parameters()).dtype
     data = traj.data()
     splits = [s for s in SPLITS if f"x_{s}" in data and data[f"x_{s}"].shape[0] > 0]
-    idx = {s: np.array_split(select_points(data[f"x_{s}"].shape[0], points, seed), shard_ix[1])[shard_ix[0]]
-           for s in splits}
+    chosen = {s: select_points(data[f"x_{s}"].shape[0], points, seed) for s in splits}
+    k = int(traj.manifest["data"]["output_dim"])
+    plan = _plan(traj, model, data[f"x_{splits[0]}"][:1].to(dev, dtype), max(map(len, chosen.values())), k,
+                 dev, dtype, max_memory)
+    idx = {s: _shard_positions(chosen[s], plan.chunk, shard_ix) for s in splits}
     X = {s: data[f"x_{s}"][torch.as_tensor(idx[s])].to(dev, dtype) for s in splits}
     Y = {s: data[f"y_{s}"][torch.as_tensor(idx[s])].to(dtype) for s in splits}
-    k = int(traj.manifest["data"]["output_dim"])
     steps = traj.steps
     first, last = int(steps[0]), int(steps[-1])
     out_steps = output_steps(steps, every)
@@ -108,31 +110,51 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
              "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)"}
     writer = ResultsWriter(out, key, attrs, datasets, fixed, overwrite)
     try:
-        _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, max_memory, progress)
+        _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, plan, progress)
         return writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
     except BaseException:
         writer.close()
         raise
 
 
-def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, max_memory, progress):
+def _state0(traj, first, dev, dtype):
     theta0 = {n: v.to(dev, dtype) for n, v in traj.theta(first).items()}
     buffers0 = {n: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev)) for n, v in traj.buffers(first).items()}
-    theta0_flat = flatten(theta0)
-    n_params = theta0_flat.numel()
-    n_points = max(int(x.shape[0]) for x in X.values())
-    k = writer[f"{splits[0]}/actual"].shape[2]
-    act = activation_elements(model, X[splits[0]], theta0, buffers0)
-    budget = parse_memory(max_memory, dev)
-    plan = plan_memory(budget, n_points, k, n_params, act, theta0_flat.element_size())
+    return theta0, buffers0
 
-    with torch.no_grad():
-        f0 = {s: lens.actual(model, {n: v[None] for n, v in theta0.items()},
-                             {n: v[None] for n, v in buffers0.items()}, X[s])[0] for s in splits}
+
+def _plan(traj, model, x1, n_points, k, dev, dtype, max_memory):
+    """Steps per block and points per chunk, from the job's total point count (not the shard's), so
+    every shard, rank and resumed job evaluates the same chunks: results then agree bit for bit."""
+    theta0, buffers0 = _state0(traj, int(traj.steps[0]), dev, dtype)
+    n_params = sum(v.numel() for v in theta0.values())
+    act = activation_elements(model, x1, theta0, buffers0)
+    itemsize = torch.finfo(dtype).bits // 8
+    return plan_memory(parse_memory(max_memory, dev), n_points, k, n_params, act, itemsize)
+
+
+def _shard_positions(chosen: np.ndarray, chunk: int, shard: tuple[int, int]) -> np.ndarray:
+    """The shard's points: whole chunks of the job's chunk grid, split as evenly as possible."""
+    n_chunks = -(-len(chosen) // chunk)
+    mine = np.array_split(np.arange(n_chunks), shard[1])[shard[0]]
+    if len(mine) == 0:
+        return chosen[:0]
+    return chosen[mine[0] * chunk : min(len(chosen), (mine[-1] + 1) * chunk)]
+
+
+def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, plan, progress):
+    theta0, buffers0 = _state0(traj, first, dev, dtype)
+    theta0_flat = flatten(theta0)
+    k = writer[f"{splits[0]}/actual"].shape[2]
 
     def chunks(s):
         n = X[s].shape[0]
         return [slice(a, min(a + plan.chunk, n)) for a in range(0, n, plan.chunk)]
+
+    with torch.no_grad():
+        f0 = {s: torch.cat([lens.actual(model, {n: v[None] for n, v in theta0.items()},
+                                        {n: v[None] for n, v in buffers0.items()}, X[s][c])[0] for c in chunks(s)]
+                           or [torch.zeros(0, k, dtype=dtype, device=dev)]) for s in splits}
 
     jac_cache: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -156,6 +178,13 @@ def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, ma
 
     def process(states: list[dict], steps_blk: list[int]) -> None:
         thetas = _stack(states, THETA, dev, dtype)
+        finite = {n: torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1) for n, v in thetas.items()}
+        ok = torch.stack(list(finite.values())).all(dim=0)
+        if not bool(ok.all()):
+            pos = int((~ok).nonzero()[0])
+            name = next(n for n, f in finite.items() if not bool(f[pos]))
+            raise TelecliError(f"parameter {name} is non-finite at step {steps_blk[pos]} of {traj.run_dir}; "
+                               f"record the run again with a smaller learning rate")
         bufs = _stack(states, BUFFER, dev, dtype) if states[0][BUFFER] else {}
         out_pos = [i for i, t in enumerate(steps_blk[1:]) if t in row_of]  # positions s: step t0+1+s
         r0 = row_of[steps_blk[1 + out_pos[0]]] if out_pos else 0

@@ -69,7 +69,7 @@ class ResultsWriter:
         for k, v in provenance(attrs).items():
             self.f.attrs[k] = _attr(v)
         for name, (shape, dtype) in datasets.items():
-            chunks = (1,) + tuple(shape[1:]) if len(shape) > 1 and shape[0] > 1 else None
+            chunks = (1,) + tuple(shape[1:]) if len(shape) > 1 and shape[0] > 1 and all(shape) else None
             self.f.create_dataset(name, shape=shape, dtype=dtype, fillvalue=np.nan, chunks=chunks)
         for name, arr in fixed.items():
             self.f.create_dataset(name, data=arr)

@@ -62,7 +62,7 @@ def stored_steps(total: int, every: int = 1, log_points: int = 0) -> list[int]:
 
 def write_data(run_dir: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write data.safetensors atomically; returns its sha256."""
-    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    blob = st_save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
     atomic_write_bytes(run_dir / DATA, blob)
     return sha256_bytes(blob)
 

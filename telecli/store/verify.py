@@ -37,6 +37,11 @@ def verify_run(run_dir: str | Path, progress=None) -> tuple[list[str], list[str]
         path = run_dir / s["file"]
         if progress:
             progress()
+        # Continuity of the manifest's step ranges, checked before the file so that one damaged shard
+        # is not also reported as a gap at the next one.
+        if prev_last is not None and s["first_step"] != prev_last + 1:
+            problems.append(f"{s['file']}: starts at step {s['first_step']}, previous shard ended at {prev_last}")
+        prev_last = s["last_step"]
         if not path.is_file():
             problems.append(f"{s['file']}: missing")
             continue
@@ -47,9 +52,6 @@ def verify_run(run_dir: str | Path, progress=None) -> tuple[list[str], list[str]
         if sha256_file(path) != s["sha256"]:
             problems.append(f"{s['file']}: sha256 does not match the manifest (corrupt)")
             continue
-        if prev_last is not None and s["first_step"] != prev_last + 1:
-            problems.append(f"{s['file']}: starts at step {s['first_step']}, previous shard ended at {prev_last}")
-        prev_last = s["last_step"]
         try:
             with safe_open(str(path), framework="pt") as f:
                 keys = set(f.keys())

@@ -32,10 +32,12 @@ from telecli.errors import TelecliError
 from telecli.store.atomic import atomic_write_json
 from telecli.store.trajectory import (
     BUFFER,
+    DATA,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     OPT,
+    SHARD_DIR,
     THETA,
     TrajectoryWriter,
     read_manifest,
@@ -150,6 +152,8 @@ class Recorder:
             self.writer = TrajectoryWriter(self.run_dir, manifest)
             if not manifest["shards"]:
                 raise TelecliError(f"run {self.run_dir} has no stored shard yet; record it again with --overwrite")
+            _remove_stale_tmp(self.run_dir)  # half-written files of the killed run: rewritten below
+            _remove_stale_tmp(self.run_dir / SHARD_DIR)
             self.step_count = manifest["shards"][-1]["last_step"]
             return
         self._prepare_dir(overwrite)
@@ -157,7 +161,6 @@ class Recorder:
         data = {"x_train": x, "y_train": _as_2d(y)}
         if test is not None:
             data.update(x_test=test[0], y_test=_as_2d(test[1]))
-        data_sha = write_data(self.run_dir, data)
         bytes_per_step = sum(p.numel() * p.element_size() for _, p in self.params)
         bytes_per_step += sum(b.numel() * b.element_size() for _, b in self.buffers)
         if optimizer_state:
@@ -177,7 +180,7 @@ class Recorder:
             "optimizer_state": list(state_keys(self.opt_info)) if optimizer_state else [],
             "data": {
                 "file": "data.safetensors",
-                "sha256": data_sha,
+                "sha256": None,  # set once data.safetensors is written
                 "n_train": int(x.shape[0]),
                 "n_test": int(test[0].shape[0]) if test is not None else 0,
                 "input_shape": list(x.shape[1:]),
@@ -195,6 +198,10 @@ class Recorder:
             "versions": versions(),
         }
         self.writer = TrajectoryWriter(self.run_dir, manifest)
+        # The manifest comes first: a run killed from here on is a telecli run directory that
+        # --resume (no shard yet → start again) or --overwrite accepts.
+        self.writer.write_manifest()
+        manifest["data"]["sha256"] = write_data(self.run_dir, data)
         self.writer.write_manifest()
         self._write_provenance()
         self.step_count = start_step
@@ -202,15 +209,22 @@ class Recorder:
 
     # -- setup --------------------------------------------------------------------------------------------
     def _prepare_dir(self, overwrite: bool) -> None:
+        if self.run_dir.is_dir():
+            _remove_stale_tmp(self.run_dir)  # left by a run killed while writing its first files
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             if not overwrite:
                 raise TelecliError(
                     f"{self.run_dir} already exists and is not empty; pass --overwrite to replace it "
                     f"(or --resume to continue it)"
                 )
-            if not (self.run_dir / MANIFEST).is_file():
+            manifest = self.run_dir / MANIFEST
+            if not manifest.is_file():
                 raise TelecliError(f"refusing to overwrite {self.run_dir}: it is not a telecli run directory")
-            shutil.rmtree(self.run_dir)
+            # The manifest goes last, so a removal that is killed half-way can be overwritten again.
+            for child in self.run_dir.iterdir():
+                if child != manifest:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            manifest.unlink()
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _write_provenance(self) -> None:
@@ -280,4 +294,15 @@ class Recorder:
 
 def _random_id() -> str:
     return os.urandom(6).hex()
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Delete the temporary files of interrupted atomic writes (store.atomic names them
+    ``.<name>.<random>.tmp``) for the run's own files only."""
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(".*.tmp"):
+        name = tmp.name[1:].rsplit(".", 2)[0]
+        if name in (MANIFEST, DATA, "provenance.json") or (name.startswith("shard-") and name.endswith(".safetensors")):
+            tmp.unlink(missing_ok=True)
 

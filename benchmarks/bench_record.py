@@ -1,0 +1,169 @@
+"""Recording overhead and read throughput of the trajectory store (ratios measured side by side, one process).
+
+    .venv/bin/python benchmarks/bench_record.py [--repeats 5] [--steps 300] [--threads 1] [--profile]
+
+1. Overhead = wall time of ``run_training`` storing θ_t (with the per-step records) at *every* step
+   ÷ wall time of the same training loop without a store. Both sides time the same work: ``build`` (data,
+   θ_0, optimiser) and T steps of one loop body — the baseline is ``run_training``'s loop with the
+   Recorder calls taken out. Two float64 MLPs on digits (3 vs 5, batch 100, plain SGD):
+   (a) the digits preset (telecli/presets/digits-sgd.toml: depth 3, width 200, 53k parameters) and
+   (b) depth 3, width 400 (187k parameters). Median of ``--repeats`` alternating runs. Target ≤ 1.3×.
+2. Read throughput: θ_t of the recorded run streamed with ``Trajectory.iter_states()`` (MB of θ per second)
+   beside a plain ``open().read()`` of the same shard files (MB per second), as a ratio (page cache warm).
+
+``--profile`` prints where the recording time goes (cProfile of one recorded run, by own time).
+Prints numbers only; no pass/fail. Everything is written under a temporary directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from telecli import config as config_mod
+from telecli.store.trajectory import Trajectory
+from telecli.train.loop import BatchOrder, build, run_training
+from telecli.train.optim import learning_rate, loss_fn
+
+PRESET = Path(__file__).resolve().parent.parent / "telecli" / "presets" / "digits-sgd.toml"
+
+
+def plain_training(cfg) -> None:
+    """``run_training``'s loop (loop.py) without the Recorder: the baseline."""
+    device = torch.device("cpu")
+    setup = build(cfg, device)
+    T = cfg.train.steps
+    order = BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, cfg.seed)
+    setup.model.train()
+    for t in range(1, T + 1):
+        idx = order(t)
+        xb = setup.x_train if idx is None else setup.x_train[torch.as_tensor(idx, device=device)]
+        yb = setup.y_train if idx is None else setup.y_train[torch.as_tensor(idx, device=device)]
+        for g in setup.optimizer.param_groups:
+            g["lr"] = learning_rate(cfg.train, t)
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(cfg.train.loss, setup.model(xb), yb)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise RuntimeError("non-finite loss")
+        loss.backward()
+        setup.optimizer.step()
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def overhead(cfg, run_dir: Path, repeats: int) -> dict:
+    record = lambda: run_training(cfg, run_dir, overwrite=True, progress=False)  # noqa: E731
+    record()  # warm-up: imports, allocator, page cache
+    plain_training(cfg)
+    plain, stored = [], []
+    for _ in range(repeats):
+        plain.append(timed(plain_training, cfg))
+        stored.append(timed(record))
+    traj = Trajectory(run_dir)
+    n_params = sum(int(np.prod(p["shape"])) for p in traj.manifest["parameters"])
+    return {
+        "params": n_params,
+        "steps": cfg.train.steps,
+        "stored_mb": sum(s.bytes for s in traj.shards) / 2**20,
+        "shards": len(traj.shards),
+        "plain": statistics.median(plain),
+        "stored": statistics.median(stored),
+    }
+
+
+def read_throughput(run_dir: Path, repeats: int) -> dict:
+    traj = Trajectory(run_dir)
+    files = [run_dir / s.file for s in traj.shards]
+
+    def raw() -> int:
+        n = 0
+        for f in files:
+            with open(f, "rb") as fh:
+                n += len(fh.read())
+        return n
+
+    def stream() -> int:
+        n = 0
+        for _, theta in Trajectory(run_dir).iter_states():
+            n += sum(v.numel() * v.element_size() for v in theta.values())
+        return n
+
+    raw()
+    stream()  # page cache warm for both
+    t_raw, t_stream = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n_raw = raw()
+        t_raw.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        n_theta = stream()
+        t_stream.append(time.perf_counter() - t0)
+    raw_mbs = n_raw / 2**20 / statistics.median(t_raw)
+    theta_mbs = n_theta / 2**20 / statistics.median(t_stream)
+    return {"raw_mb": n_raw / 2**20, "theta_mb": n_theta / 2**20, "raw_mbs": raw_mbs, "theta_mbs": theta_mbs}
+
+
+def profile(cfg, run_dir: Path, top: int = 18) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    run_training(cfg, run_dir, overwrite=True, progress=False)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=300, help="training steps (the preset's 300 by default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--profile", action="store_true", help="print a cProfile of one recorded run per model")
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    print(f"telecli record benchmark: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"float64, {args.steps} steps, median of {args.repeats}", flush=True)
+    models = {"(a) digits preset, width 200": [], "(b) width 400 (~200k params)": ["model.width=400"]}
+    tmp = Path(tempfile.mkdtemp(prefix="telecli-bench-"))
+    try:
+        for label, extra in models.items():
+            cfg = config_mod.load(PRESET, [*extra, f"train.steps={args.steps}"])
+            run_dir = tmp / "run"
+            r = overhead(cfg, run_dir, args.repeats)
+            extra_s = r["stored"] - r["plain"]
+            print(f"\n{label}: {r['params']:,} parameters, {r['steps']} steps, every step stored: "
+                  f"{r['stored_mb']:.1f} MiB in {r['shards']} shard(s)")
+            print(f"  training without store   {r['plain']:.3f} s")
+            print(f"  training with store      {r['stored']:.3f} s   (+{extra_s:.3f} s, "
+                  f"{r['stored_mb'] / max(extra_s, 1e-9):.0f} MiB/s of storing)")
+            print(f"  recording overhead       {r['stored'] / r['plain']:.2f}x   (target <= 1.3x)")
+            t = read_throughput(run_dir, args.repeats)
+            print(f"  read θ_t (iter_states)   {t['theta_mbs']:.0f} MiB/s  ({t['theta_mb']:.1f} MiB of θ)")
+            print(f"  raw read (open().read()) {t['raw_mbs']:.0f} MiB/s  ({t['raw_mb']:.1f} MiB of shard files)")
+            print(f"  read ratio θ / raw       {t['theta_mbs'] / t['raw_mbs']:.2f}")
+            if args.profile:
+                print(profile(cfg, run_dir))
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
