@@ -61,20 +61,23 @@ def plain_training(cfg) -> None:
         setup.optimizer.step()
 
 
-def timed(fn, *args) -> float:
+def timed(fn, *args, **kwargs) -> float:
     t0 = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - t0
 
 
 def overhead(cfg, run_dir: Path, repeats: int) -> dict:
-    record = lambda: run_training(cfg, run_dir, overwrite=True, progress=False)  # noqa: E731
+    def record() -> float:  # into a fresh directory: removing the previous run is not part of recording
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return timed(run_training, cfg, run_dir, progress=False)
+
     record()  # warm-up: imports, allocator, page cache
     plain_training(cfg)
     plain, stored = [], []
     for _ in range(repeats):
         plain.append(timed(plain_training, cfg))
-        stored.append(timed(record))
+        stored.append(record())
     traj = Trajectory(run_dir)
     n_params = sum(int(np.prod(p["shape"])) for p in traj.manifest["parameters"])
     return {
@@ -98,10 +101,16 @@ def read_throughput(run_dir: Path, repeats: int) -> dict:
                 n += len(fh.read())
         return n
 
+    # A consumer loads θ_t into its network: copy every tensor into a preallocated parameter (safetensors
+    # slices are mmap-backed, so the bytes are only read when touched).
+    params = {k: torch.empty_like(v) for k, v in traj.theta(int(traj.steps[0])).items()}
+
     def stream() -> int:
         n = 0
         for _, theta in Trajectory(run_dir).iter_states():
-            n += sum(v.numel() * v.element_size() for v in theta.values())
+            for k, v in theta.items():
+                params[k].copy_(v)
+                n += v.numel() * v.element_size()
         return n
 
     raw()
@@ -120,9 +129,10 @@ def read_throughput(run_dir: Path, repeats: int) -> dict:
 
 
 def profile(cfg, run_dir: Path, top: int = 18) -> str:
+    shutil.rmtree(run_dir, ignore_errors=True)
     prof = cProfile.Profile()
     prof.enable()
-    run_training(cfg, run_dir, overwrite=True, progress=False)
+    run_training(cfg, run_dir, progress=False)
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)

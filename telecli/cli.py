@@ -107,6 +107,8 @@ def telescope(
                                              "half the free GPU memory, 2G on CPU)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this job's share of the evaluation points."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --points subset."),
+    effective_params: bool = typer.Option(False, "--effective-params", help="Also the smoother form "
+                                          "s(x)·y + c(x), effective parameters p (train/test), kernel norms."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     quiet: bool = _quiet_option(),
 ):
@@ -114,7 +116,8 @@ def telescope(
     from telecli.pipelines.distributed import telescope_any
 
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
-                         shard=shard, seed=seed, overwrite=overwrite, progress=not quiet)
+                         shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
+                         effective_params=effective_params)
     if path is not None and not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
 
@@ -129,6 +132,32 @@ def merge(
     from telecli.pipelines.telescope import merge as do_merge
 
     print(f"wrote {do_merge(parts, out, overwrite=overwrite)}")
+
+
+@app.command(epilog="Examples:\n\n"
+                    "  telecli plot runs/digits/lens.h5 --figure approximation             # Figs. 2, 7 → lens-approximation.png\n\n"
+                    "  telecli plot lr0.01.h5 lr0.05.h5 lr0.2.h5 --figure approximation --out sweep.pdf\n\n"
+                    "  telecli plot runs/digits/lens.h5 --figure accuracy --split test     # Fig. 8\n\n"
+                    "  telecli plot runs/grok/lens.h5 --figure complexity --out grok.svg   # Figs. 4, 11-13\n\n"
+                    "  telecli plot runs/w*/lens.h5 --figure double-descent --x-key model.width   # Figs. 3, 9, 10\n\n"
+                    "  telecli plot runs/mom/lens.h5 --figure components --label 'SGD+momentum'")
+def plot(
+    files: List[Path] = typer.Argument(..., help="Results files of telecli telescope; several are overlaid."),
+    figure: str = typer.Option(..., "--figure", "-f", help="approximation | accuracy | complexity | double-descent "
+                               "| components (an unknown name lists all available)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file, format by extension: .png (300 dpi), "
+                                       ".pdf, .svg (default: FIRST-FILE-STEM-FIGURE.png next to the first file)."),
+    label: List[str] = typer.Option([], "--label", help="Legend label of each file, in order (repeatable; default: "
+                                    "from the run configuration, else the file name)."),
+    split: str = typer.Option("test", "--split", help="train | test: the points approximation, accuracy and "
+                              "components are drawn for."),
+    x_key: Optional[str] = typer.Option(None, "--x-key", help="double-descent: run setting on the x-axis, a dotted "
+                                        "path into the run configuration (default model.width)."),
+):
+    """Draw one of the paper's figures from results files (PNG, PDF or SVG)."""
+    from telecli.plots import plot as do_plot
+
+    print(f"wrote {do_plot(files, figure, out=out, labels=label or None, split=split, x_key=x_key)}")
 
 
 @app.command(epilog="Example: telecli demo --out demo")

@@ -319,3 +319,70 @@ def test_in_memory_run_record_matches_cli_record(tmp_path):
     lib_run = run_training(cfg, tmp_path / "lib", progress=False)
     assert run_hashes(cli_run) == run_hashes(lib_run)
     assert json.loads((lib_run / MANIFEST).read_text())["status"] == "complete"
+
+
+# ------------------------------------------------------------------------------------- shard format
+
+
+def test_shard_bytes_are_those_of_safetensors_save(tmp_path, sound_run):
+    """The writer lays shards out itself (no copy of the tensors); the bytes equal safetensors' own."""
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+
+    from telecli.store.trajectory import _serialize, _view
+
+    for s in Trajectory(sound_run).shards:
+        path = sound_run / s.file
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        assert st_save(tensors) == path.read_bytes()
+    g = torch.Generator().manual_seed(0)
+    odd = {
+        "b.f32": torch.randn(3, 2, generator=g), "a.f64": torch.randn(5, dtype=torch.float64, generator=g),
+        "bf16": torch.randn(4, generator=g).to(torch.bfloat16), "f16": torch.randn(2, 2, generator=g).half(),
+        "i64.scalar": torch.tensor(7), "i32": torch.arange(3, dtype=torch.int32), "i16": torch.arange(2).short(),
+        "i8": torch.tensor([-1, 2], dtype=torch.int8), "u8": torch.arange(5, dtype=torch.uint8),
+        "mask": torch.tensor([True, False, True]), "empty": torch.zeros(0, 3, dtype=torch.float64),
+        "Z.upper": torch.ones(1), "ünïcode": torch.ones(2, dtype=torch.float64),
+    }
+    header, pieces = _serialize(odd)
+    assert header + b"".join(bytes(_view(p)) for p in pieces) == st_save(odd)
+    other = {"f8": torch.tensor([0.5, -2.0, 1.0]).to(torch.float8_e4m3fn), "x": torch.ones(2)}  # not in the table
+    header, pieces = _serialize(other)
+    assert header == b"" and header + b"".join(bytes(_view(p)) for p in pieces) == st_save(other)
+
+
+def test_float32_run_round_trips(tmp_path):
+    run = record(tmp_path, "run", 'dtype="float32"', "train.steps=5", "store.shard_mb=0.002")
+    traj = Trajectory(run, check_hashes=True)
+    assert traj.manifest["dtype"] == "float32" and len(traj.shards) >= 2
+    theta = traj.theta(5)
+    assert all(v.dtype == torch.float32 for v in theta.values())
+    assert verify_run(run) == ([], [])
+
+
+def test_writer_failure_is_raised_and_leaves_a_valid_prefix(tmp_path, monkeypatch):
+    """A shard write that fails (disk full, …) in the background is raised in the training loop; the run on
+    disk stays the prefix written before it (sound, resumable)."""
+    import telecli.store.trajectory as trajectory_mod
+
+    cfg = config_mod.load(write_cfg(tmp_path), ["store.shard_mb=0.005", "train.steps=30"])
+    real = trajectory_mod.atomic_write_chunks
+    calls = {"n": 0}
+
+    def flaky(path, chunks):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(28, "No space left on device")
+        return real(path, chunks)
+
+    monkeypatch.setattr(trajectory_mod, "atomic_write_chunks", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        run_training(cfg, tmp_path / "run", progress=False)
+    traj = Trajectory(tmp_path / "run", check_hashes=True)
+    assert len(traj.shards) == 3 and traj.manifest["status"] == "running"
+    assert verify_run(tmp_path / "run")[0] == []
+    monkeypatch.setattr(trajectory_mod, "atomic_write_chunks", real)
+    run_training(cfg, tmp_path / "run", resume=True, progress=False)
+    full = run_training(cfg, tmp_path / "full", progress=False)
+    assert run_hashes(tmp_path / "run") == run_hashes(full)

@@ -180,3 +180,60 @@ def load(cfg: TaskConfig) -> Task:
         y_test=np.ascontiguousarray(y_te[:, None], dtype=np.float64),
         info=info,
     )
+
+
+# OpenML data sets of the paper's tabular case study (method.md §4.2). The ids come from a third-party
+# listing of the Grinsztajn et al. 2022 benchmark (method.md S8, unverified): the fetched data set's
+# name, id and version are recorded so a mismatch is visible.
+OPENML_ALIASES = {"houses": 44138, "superconduct": 44148, "california": 44025, "house_sales": 44144}
+
+
+def fetch_openml_table(spec: str, target: str = "") -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+    """``openml:ID`` or ``openml:NAME`` (a key of ``OPENML_ALIASES``) via ``sklearn.datasets.fetch_openml``.
+
+    Needs network access the first time (scikit-learn caches the download under ~/scikit_learn_data).
+    ``target`` "" uses the data set's default target attribute. Returns X, y, feature names and a meta
+    dict with ``openml_id``, ``openml_version``, ``openml_name``. Rows with missing values are dropped;
+    non-numeric (categorical) features raise :class:`TelecliError`.
+    """
+    key = spec.split(":", 1)[1].strip() if spec.lower().startswith("openml:") else spec.strip()
+    if key.isdigit():
+        data_id = int(key)
+    elif key.lower() in OPENML_ALIASES:
+        data_id = OPENML_ALIASES[key.lower()]
+    else:
+        raise TelecliError(f"'{spec}': use openml:ID (a number) or openml:NAME with NAME in "
+                           f"{', '.join(OPENML_ALIASES)}")
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml(data_id=data_id, as_frame=True, parser="auto")
+    except Exception as e:  # no network (URLError, OSError), unknown id (OpenMLError), …
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise TelecliError(f"cannot fetch OpenML data set {data_id} ({type(e).__name__}: {first}); when offline, "
+                           "download its CSV (https://www.openml.org/d/%d) and pass the file path" % data_id) from None
+    frame = bunch.frame
+    default = bunch.details.get("default_target_attribute") or ""
+    target = target or default.split(",")[0]
+    if not target or target not in frame.columns:
+        raise TelecliError(f"tabular: target column '{target}' not found in OpenML data set {data_id} "
+                           f"(available: {', '.join(map(str, frame.columns))})")
+    names = [str(c) for c in frame.columns if c != target]
+    source = f"openml:{data_id}"
+    cols = {}
+    for c in list(names) + [target]:
+        col = frame[c]
+        if col.dtype.kind in "biuf":
+            cols[c] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            raise TelecliError(f"tabular: column '{c}' of {source} is not numeric (dtype {col.dtype}); "
+                               "encode it as numbers first (export a CSV)")
+    x = np.stack([cols[c] for c in names], axis=1)
+    y = cols[target]
+    keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    if not keep.any():
+        raise TelecliError(f"tabular: every row of {source} has a missing value")
+    meta = {"source": source, "target": target, "n_rows_read": int(len(y)), "n_dropped_missing": int((~keep).sum()),
+            "openml_id": int(bunch.details.get("id", data_id)), "openml_version": str(bunch.details.get("version", "")),
+            "openml_name": str(bunch.details.get("name", ""))}
+    return x[keep], y[keep], names, meta

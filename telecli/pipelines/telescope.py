@@ -33,6 +33,7 @@ from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_p
 from telecli.store.trajectory import BUFFER, THETA, Trajectory
 
 KINDS = ("actual", "telescoped", "linearized")
+SMOOTHER_DATASETS = ("smoother", "smoother_sq_norm", "kernel_norm")
 
 
 def check_contiguous(traj: Trajectory) -> None:
@@ -72,7 +73,8 @@ def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Te
 
 def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int = 1,
                   device: str | None = None, max_memory: str | None = None, shard: str | None = None,
-                  seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+                  seed: int = 0, overwrite: bool = False, progress: bool = True,
+                  effective_params: bool = False) -> Path:
     """Compute the telescoping model of a recorded run; returns the results file path."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
@@ -98,8 +100,13 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     S = len(out_steps)
 
     key = json.dumps({"run": traj.manifest.get("run_id"), "last": last, "points": str(points), "every": every,
-                      "seed": seed, "shard": list(shard_ix), "sha": traj.shards[-1].sha256}, sort_keys=True)
+                      "seed": seed, "shard": list(shard_ix), "sha": traj.shards[-1].sha256,
+                      "effective_params": effective_params}, sort_keys=True)
     datasets = {f"{s}/{kind}": ((S, len(idx[s]), k), "f8") for s in splits for kind in KINDS}
+    if effective_params:
+        from telecli.pipelines.smoother import datasets as smoother_datasets
+
+        datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k))
     fixed = {"steps": out_steps}
     for s in splits:
         fixed[f"{s}/index"] = idx[s].astype(np.int64)
@@ -107,10 +114,16 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     attrs = {"run": str(run), "run_id": traj.manifest.get("run_id"), "points": str(points), "every": every,
              "seed": seed, "shard": f"{shard_ix[0]}/{shard_ix[1]}", "loss": traj.manifest["loss"],
              "optimizer": traj.manifest["optimizer"], "device": str(dev), "dtype": str(dtype)[6:],
-             "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)"}
+             "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)",
+             "config": traj.manifest.get("config"), "n_train": int(traj.manifest["data"]["n_train"]),
+             "effective_params": effective_params}
     writer = ResultsWriter(out, key, attrs, datasets, fixed, overwrite)
     try:
         _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, plan, progress)
+        if effective_params:
+            from telecli.pipelines.smoother import run_smoother
+
+            run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress)
         return writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
     except BaseException:
         writer.close()
@@ -254,13 +267,28 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
         y = torch.as_tensor(f[f"{s}/targets"][...])
         pred = {kind: torch.as_tensor(f[f"{s}/{kind}"][...]) for kind in KINDS}
         g = f[s]
-        for name in [n for n in g if n.startswith(("loss_", "error_", "approx_error_"))]:
+        for name in [n for n in g if n.startswith(("loss_", "error_", "approx_error_")) or n in (
+                "effective_parameters", "smoother_gap", "kernel_norm_max")]:
             del g[name]
         for kind in ("telescoped", "linearized"):
             g[f"approx_error_{kind}"] = lens.approximation_error(pred["actual"], pred[kind]).numpy()
         for kind in KINDS:
             g[f"loss_{kind}"] = lens.loss(pred[kind], y, loss_kind).numpy()
             g[f"error_{kind}"] = lens.error_rate(pred[kind], y).numpy()
+        if "smoother_sq_norm" in g:
+            from telecli.lens.smoother import effective_parameters_k
+
+            n, k = int(f.attrs["n_train"]), y.shape[1]
+            sq = g["smoother_sq_norm"][...]
+            g["effective_parameters"] = np.array([effective_parameters_k(row, n, k) if row.size else np.nan
+                                                  for row in sq])
+            smooth = torch.as_tensor(g["smoother"][...])
+            g["smoother_gap"] = lens.approximation_error(pred["actual"], smooth).numpy()
+            g["loss_smoother"] = lens.loss(smooth, y, loss_kind).numpy()
+            g["error_smoother"] = lens.error_rate(smooth, y).numpy()
+            if "kernel_norm" in g:
+                g["kernel_norm_max"] = np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan
+                                                 for r in g["kernel_norm"][...]])
 
 
 def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
@@ -296,8 +324,15 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
                 order = np.argsort(index, kind="stable")
                 g[f"{s}/index"] = index[order]
                 g[f"{s}/targets"] = np.concatenate([f[f"{s}/targets"][...] for f in files])[order]
-                for kind in KINDS:
-                    g[f"{s}/{kind}"] = np.concatenate([f[f"{s}/{kind}"][...] for f in files], axis=1)[:, order]
+                for kind in KINDS + SMOOTHER_DATASETS:
+                    if f"{s}/{kind}" in ref:
+                        g[f"{s}/{kind}"] = np.concatenate([f[f"{s}/{kind}"][...] for f in files], axis=1)[:, order]
+                if f"{s}/kernel_norm_max_every_step" in ref:
+                    stack = np.stack([f[f"{s}/kernel_norm_max_every_step"][...] for f in files])
+                    g[f"{s}/kernel_norm_max_every_step"] = np.array(
+                        [np.nanmax(c) if np.isfinite(c).any() else np.nan for c in stack.T])
+            if "train/smoother_trace" in ref:
+                g["train/smoother_trace"] = ref["train/smoother_trace"][...]
             summarise(g, str(ref.attrs["loss"]))
         os.replace(tmp, out)
         return out

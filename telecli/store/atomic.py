@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 def _umask() -> int:
@@ -34,6 +34,31 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes | memoryview]) -> tuple[int, str]:
+    """Like :func:`atomic_write_bytes` for data given in pieces (e.g. memoryviews of tensors, so nothing is
+    copied into one large buffer first); returns (size in bytes, sha256 of the file), hashed while writing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    h, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            for chunk in chunks:
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view.nbytes:  # an unbuffered write may be partial
+                    n = f.write(view)
+                    view = view[n:]
+                size += len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+            os.fsync(f.fileno())
+        os.chmod(tmp, _MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size, h.hexdigest()
 
 
 def canonical_json(obj: Any) -> bytes:

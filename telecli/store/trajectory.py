@@ -10,8 +10,9 @@ B_t, learning rate γ_t, training loss and optimiser state (docs/format.md is th
     RUN/provenance.json                command line, host, times (not part of the run's identity)
 
 The writer buffers steps in memory and writes a shard atomically once it holds ``steps_per_shard``
-stored steps; the manifest is rewritten atomically after each shard. A run killed at any moment is
-therefore a valid prefix, and a resumed run cuts its shards at the same steps (byte-identical files).
+stored steps (in a background thread, while training goes on); the manifest is rewritten atomically
+after each shard. A run killed at any moment is therefore a valid prefix, and a resumed run cuts its
+shards at the same steps (byte-identical files).
 This module does no maths.
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +32,13 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from telecli.errors import IntegrityError, TelecliError
-from telecli.store.atomic import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from telecli.store.atomic import (
+    atomic_write_bytes,
+    atomic_write_chunks,
+    atomic_write_json,
+    sha256_bytes,
+    sha256_file,
+)
 
 FORMAT = "telecli-trajectory"
 FORMAT_VERSION = 1
@@ -49,14 +58,15 @@ def steps_per_shard(bytes_per_step: int, shard_mb: float) -> int:
     return max(1, int(shard_mb * 2**20 // max(1, bytes_per_step)))
 
 
-def stored_steps(total: int, every: int = 1, log_points: int = 0) -> list[int]:
-    """The steps whose parameters are stored: every ``every``-th, or ~``log_points`` log-spaced; 0 and
-    ``total`` always."""
+def stored_steps(total: int, every: int = 1, log_points: int = 0, extra: list[int] | tuple = ()) -> list[int]:
+    """The steps whose parameters are stored: every ``every``-th, or ~``log_points`` log-spaced, plus
+    ``extra``; 0 and ``total`` always."""
     if log_points > 0 and total > 0:
         grid = np.unique(np.round(np.logspace(0, math.log10(total), log_points)).astype(int))
         steps = {0, total, *grid.tolist()}
     else:
         steps = set(range(0, total + 1, max(1, every))) | {0, total}
+    steps |= {int(s) for s in extra}
     return sorted(s for s in steps if 0 <= s <= total)
 
 
@@ -68,43 +78,87 @@ def write_data(run_dir: Path, tensors: dict[str, torch.Tensor]) -> str:
 
 
 class TrajectoryWriter:
-    """Appends steps to a run directory; see the module docstring for the layout."""
+    """Appends steps to a run directory; see the module docstring for the layout.
+
+    Stored steps are copied straight into preallocated per-tensor blocks (one row per step, reused from
+    shard to shard). A full block is written by a background thread — the shard (hashed while it is
+    written), then the manifest that lists it, both atomic and in that order — while training fills the
+    other block; at most one shard is in flight. :meth:`flush`, :meth:`write_manifest` and :meth:`close`
+    wait for it, and a failed write is raised again by every later call (nothing more is written after
+    it, so the run on disk stays a valid prefix). The files are those of ``safetensors.torch.save``.
+    """
 
     def __init__(self, run_dir: str | Path, manifest: dict[str, Any]):
         self.run_dir = Path(run_dir)
         self.manifest = manifest
         self.per_shard = int(manifest["steps_per_shard"])
         self.full_batch = bool(manifest.get("full_batch", False))
-        self._stored: list[dict[str, torch.Tensor]] = []
+        self._block: dict[str, torch.Tensor] | None = None  # rows being filled
+        self._rows = 0
+        self._spare: list[dict[str, torch.Tensor]] = []  # blocks whose shard is written
         self._meta: list[tuple[int, float, float, torch.Tensor | None]] = []
+        self._job: threading.Thread | None = None
+        self._job_block: dict[str, torch.Tensor] | None = None
+        self._error: BaseException | None = None
         last = manifest["shards"][-1]["last_step"] if manifest["shards"] else -1
         self._range_start = last + 1
 
     # -- appending ------------------------------------------------------------------------------------
     def add_meta(self, step: int, lr: float, loss: float, batch: torch.Tensor | None) -> None:
         """Per-step record (every step, stored or not): γ_t, the training loss at θ_{t−1}, B_t."""
-        self._meta.append((step, lr, loss, None if batch is None else batch.detach().to("cpu", torch.int64)))
+        if batch is not None:
+            batch = batch.detach().to("cpu", torch.int64, copy=True)  # the caller may reuse its index buffer
+        self._meta.append((step, lr, loss, batch))
 
     def add_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
         """Snapshot at a stored step: θ_t, buffers and optimiser state under their prefixed names."""
-        snap = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
-        snap["step"] = torch.tensor(step, dtype=torch.int64)
-        self._stored.append(snap)
+        if self._block is None:
+            self._block = self._new_block(tensors)
+        block, row = self._block, self._rows
+        if block.keys() != {*tensors, "step"}:
+            raise TelecliError(f"stored tensors changed at step {step}: {sorted(set(block) ^ {*tensors, 'step'})}")
+        for key, value in tensors.items():
+            dest = block[key][row]
+            if dest.shape != value.shape or dest.dtype != value.dtype:
+                raise TelecliError(f"tensor {key} changed from {list(dest.shape)} {dest.dtype} to "
+                                   f"{list(value.shape)} {value.dtype} at step {step}")
+            dest.copy_(value.detach())
+        block["step"][row] = step
+        self._rows += 1
         self.manifest["last_step"] = step
-        if len(self._stored) >= self.per_shard:
-            self.flush()
+        if self._rows >= self.per_shard:
+            self._submit()
+
+    def _new_block(self, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        def fits(b):
+            return b.keys() == {*template, "step"} and all(
+                b[k].shape[1:] == v.shape and b[k].dtype == v.dtype for k, v in template.items())
+
+        for i, b in enumerate(self._spare):
+            if fits(b):
+                return self._spare.pop(i)
+        block = {k: torch.empty((self.per_shard, *v.shape), dtype=v.dtype) for k, v in template.items()}
+        block["step"] = torch.empty(self.per_shard, dtype=torch.int64)
+        return block
 
     # -- writing --------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write the buffered steps as one shard (atomic) and the manifest after it (atomic)."""
-        if not self._stored:
+        """Write the buffered steps as one shard (atomic) and the manifest after it (atomic); returns once
+        both are on disk."""
+        self._submit()
+        self._wait()
+
+    def _submit(self) -> None:
+        """Hand the buffered steps to a background thread (after the previous shard is written)."""
+        self._wait()
+        if not self._rows:
             return
-        last = int(self._stored[-1]["step"])
+        block, rows = self._block, self._rows
+        stored = {k: v[:rows] for k, v in block.items()}
+        last = int(stored["step"][-1])
         meta = [m for m in self._meta if m[0] <= last]
         self._meta = [m for m in self._meta if m[0] > last]
-        tensors: dict[str, torch.Tensor] = {}
-        for key in self._stored[0]:
-            tensors[key] = torch.stack([s[key] for s in self._stored])
+        tensors = dict(stored)
         tensors["meta.step"] = torch.tensor([m[0] for m in meta], dtype=torch.int64)
         tensors["meta.lr"] = torch.tensor([m[1] for m in meta], dtype=torch.float64)
         tensors["meta.loss"] = torch.tensor([m[2] for m in meta], dtype=torch.float64)
@@ -114,31 +168,95 @@ class TrajectoryWriter:
             for i, m in enumerate(meta):
                 batch[i, : len(m[3])] = m[3]
             tensors["meta.batch"] = batch
-        index = len(self.manifest["shards"])
-        name = shard_name(index)
-        blob = st_save(tensors)
-        atomic_write_bytes(self.run_dir / name, blob)
-        self.manifest["shards"].append(
-            {
-                "file": name,
-                "first_step": self._range_start,
-                "last_step": last,
-                "stored": len(self._stored),
-                "bytes": len(blob),
-                "sha256": sha256_bytes(blob),
-            }
-        )
+        header, pieces = _serialize(tensors)
+        name = shard_name(len(self.manifest["shards"]))
+        entry = {
+            "file": name,
+            "first_step": self._range_start,
+            "last_step": last,
+            "stored": rows,
+            "bytes": len(header) + sum(p.numel() * p.element_size() if isinstance(p, torch.Tensor) else len(p)
+                                       for p in pieces),
+            "sha256": None,  # set by the job, before the manifest that lists the shard is written
+        }
+        snapshot = json.loads(json.dumps(self.manifest))
+        self.manifest["shards"].append(entry)
         self._range_start = last + 1
-        self._stored = []
-        self.write_manifest()
+        self._block, self._rows = None, 0
+        self._job_block = block
+        self._job = threading.Thread(target=self._write_job, args=(name, header, pieces, entry, snapshot),
+                                     name=f"telecli-{Path(name).stem}")
+        self._job.start()
+
+    def _write_job(self, name: str, header: bytes, pieces: list, entry: dict, snapshot: dict) -> None:
+        try:
+            size, sha = atomic_write_chunks(self.run_dir / name, [header, *(_view(p) for p in pieces)])
+            if size != entry["bytes"]:
+                raise IntegrityError(f"shard {name}: wrote {size} bytes, expected {entry['bytes']}")
+            entry["sha256"] = sha
+            snapshot["shards"].append(entry)
+            atomic_write_json(self.run_dir / MANIFEST, snapshot)
+        except BaseException as e:  # raised again in the training thread by _wait
+            self._error = e
+
+    def _wait(self) -> None:
+        if self._job is not None:
+            self._job.join()
+            self._job = None
+            if self._error is None and self._job_block is not None:
+                self._spare.append(self._job_block)
+            self._job_block = None
+        if self._error is not None:
+            raise self._error
 
     def write_manifest(self) -> None:
+        self._wait()
         atomic_write_json(self.run_dir / MANIFEST, self.manifest)
 
     def close(self, status: str = "complete") -> None:
         self.flush()
+        self._spare = []  # release the blocks' memory
         self.manifest["status"] = status
         self.write_manifest()
+
+
+# safetensors' dtype codes, and the order in which its serialiser lays tensors out (by dtype in this
+# order, then by name); writing the same layout keeps the files identical to ``safetensors.torch.save``.
+_ST_DTYPES = {torch.int64: "I64", torch.float64: "F64", torch.float32: "F32", torch.int32: "I32",
+              torch.bfloat16: "BF16", torch.float16: "F16", torch.int16: "I16", torch.int8: "I8",
+              torch.uint8: "U8", torch.bool: "BOOL"}
+_ST_RANK = {code: i for i, code in enumerate(_ST_DTYPES.values())}
+
+
+def _serialize(tensors: dict[str, torch.Tensor]) -> tuple[bytes, list]:
+    """(8-byte length + JSON header, the pieces that follow) of a safetensors file, without copying the
+    tensors; falls back to ``safetensors.torch.save`` for another dtype or byte order."""
+    if sys.byteorder != "little" or any(t.dtype not in _ST_DTYPES or t.device.type != "cpu"
+                                        for t in tensors.values()):
+        return b"", [st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})]
+    items = sorted(tensors.items(), key=lambda kv: (_ST_RANK[_ST_DTYPES[kv[1].dtype]], kv[0]))
+    header, pieces, offset = {}, [], 0
+    for name, t in items:
+        t = t.detach().contiguous()
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        pieces.append(t)
+        offset += n
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    blob += b" " * (-len(blob) % 8)
+    return len(blob).to_bytes(8, "little") + blob, pieces
+
+
+def _view(piece) -> bytes | memoryview:
+    """The raw bytes of a contiguous CPU tensor as a memoryview (no copy)."""
+    if not isinstance(piece, torch.Tensor):
+        return piece
+    t = piece.reshape(-1)
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    elif t.dtype == torch.bool:
+        t = t.view(torch.uint8)
+    return memoryview(t.numpy()).cast("B")
 
 
 @dataclass

@@ -155,7 +155,7 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
     rec = Recorder(
         run_dir, setup.model, setup.optimizer, (setup.x_train, setup.y_train), (setup.x_test, setup.y_test),
         model_factory=setup.factory, model_kwargs=setup.kwargs, loss=cfg.train.loss,
-        every=cfg.store.every, log_points=cfg.store.log_points, total_steps=T, shard_mb=cfg.store.shard_mb,
+        every=cfg.store.every, log_points=cfg.store.log_points, extra_steps=cfg.store.steps, total_steps=T, shard_mb=cfg.store.shard_mb,
         optimizer_state=cfg.store.optimizer_state, full_batch=order.full, overwrite=overwrite, resume=resume,
         config=record, task_info=setup.task_info,
         parent=None if parent is None else {"run": str(parent["run"]), "at": start},

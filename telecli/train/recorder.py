@@ -116,6 +116,7 @@ class Recorder:
         loss: str = "mse",
         every: int = 1,
         log_points: int = 0,
+        extra_steps: list[int] | tuple = (),
         total_steps: int | None = None,
         shard_mb: float = 64.0,
         optimizer_state: bool = True,
@@ -138,11 +139,10 @@ class Recorder:
         self.store_opt = optimizer_state
         self.step_count = 0
         self._closed = False
-        if log_points and not total_steps:
-            raise TelecliError("log-spaced storage needs total_steps")
+        if (log_points or every > 1) and not total_steps:
+            raise TelecliError("strided or log-spaced storage needs total_steps")
         self._schedule = None if not (log_points or every > 1) else set(
-            stored_steps(total_steps, every, log_points) if total_steps else []
-        )
+            stored_steps(total_steps, every, log_points, extra_steps))
         self._every = every
         self._total = total_steps
         if resume:
@@ -187,7 +187,8 @@ class Recorder:
                 "output_dim": int(_as_2d(y).shape[1]),
                 "task": task_info or {},
             },
-            "storage": {"every": every, "log_points": log_points, "total_steps": total_steps},
+            "storage": {"every": every, "log_points": log_points, "extra_steps": sorted(extra_steps),
+                        "total_steps": total_steps},
             "full_batch": bool(full_batch),
             "steps_per_shard": per_shard,
             "parent": parent,

@@ -1,0 +1,201 @@
+"""``telecli telescope --effective-params``: the smoother form f̃(x) = s(x)·y + c(x) and p (method.md §1.5–1.6, §3).
+
+One pass over the steps of the run. Plain SGD uses the kernel recursion of §1.5 (only the batch
+columns of the tangent kernel, never a parameter-space state); momentum, weight decay, Adam and AdamW
+carry the P × nk parameter-space parts of the self-consistent derivation of §1.6 and need per-example
+Jacobians of every training point at every step. Training rows of S are always computed for all n
+training points (the recursion needs every row that can enter a batch); evaluation rows for the
+job's points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from telecli.errors import TelecliError
+from telecli.lens import smoother as sm
+from telecli.lens.functional import flatten
+from telecli.lens.kernels import jacobian as kernel_jacobian
+from telecli.lens.kernels import tangent_kernel
+from telecli.progress import Progress
+from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
+
+
+
+def needs_parameter_state(opt: dict) -> bool:
+    """Whether the optimiser needs the P × nk states (anything but plain SGD)."""
+    return not (opt["name"] == "sgd" and not opt.get("momentum") and not opt.get("weight_decay"))
+
+
+def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int) -> int:
+    nk = n * k
+    total = nk * nk + n_eval * k * nk  # S_train and the evaluation rows
+    if needs_parameter_state(opt):
+        states = 1 + int(opt["name"] != "sgd" or bool(opt.get("momentum")))
+        total += states * n_params * nk + (nk + n_eval * k) * n_params + 2 * n_params * nk  # Θ, M, J, U
+    return total * itemsize
+
+
+def datasets(splits, sizes: dict[str, int], S: int, k: int) -> dict:
+    out = {}
+    for s in splits:
+        out[f"{s}/smoother"] = ((S, sizes[s], k), "f8")
+        out[f"{s}/smoother_sq_norm"] = ((S, sizes[s]), "f8")
+        out[f"{s}/kernel_norm"] = ((S, sizes[s]), "f8")
+    out["train/smoother_trace"] = ((S,), "f8")
+    out["parameter_gap"] = ((S,), "f8")
+    return out
+
+
+def _to_rows(K: torch.Tensor) -> torch.Tensor:
+    """(n1, n2, k, k) kernel → (n1·k, n2·k) matrix in point-major order."""
+    n1, n2, k, _ = K.shape
+    return K.permute(0, 2, 1, 3).reshape(n1 * k, n2 * k)
+
+
+def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, torch.Tensor],
+                 idx: dict[str, np.ndarray], row_of: dict[int, int], dev: torch.device, dtype: torch.dtype,
+                 budget: int, progress: bool, strategy: str = "auto") -> None:
+    m = traj.manifest
+    if m["loss"] != "mse":
+        raise TelecliError(f"effective parameters need the squared loss; {traj.run_dir} was trained with "
+                           f"'{m['loss']}'")
+    opt = m["optimizer"]
+    data = traj.data()
+    Xtr = data["x_train"].to(dev, dtype)
+    ytr = data["y_train"].to(dev, dtype)
+    n, k = ytr.shape
+    nk = n * k
+    first, last = int(traj.steps[0]), int(traj.steps[-1])
+    names = [name for name, _ in model.named_parameters()]  # the Jacobian's column order
+    raw0 = traj.theta(first)
+    theta0 = {name: raw0[name].to(dev, dtype) for name in names}
+    P = sum(v.numel() for v in theta0.values())
+    general = needs_parameter_state(opt)
+    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize)
+    if need > budget:
+        raise TelecliError(
+            f"the smoother for {opt['name']} on n={n}, k={k}, P={P:,} needs about {need / 2**30:.1f} GiB "
+            f"(budget {budget / 2**30:.1f} GiB); raise --max-memory, use --device cuda, or --points N for "
+            f"fewer test points"
+        )
+    if opt["name"] != "sgd" and not m.get("optimizer_state"):
+        raise TelecliError(f"{traj.run_dir} stored no optimiser state; {opt['name']} needs it for the smoother")
+    test_splits = [s for s in X if s != "train"]
+
+    def load_buffers(step_buffers):
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in step_buffers:
+                    b.copy_(step_buffers[name])
+
+    load_buffers(traj.buffers(first))
+    with torch.no_grad():
+        f_train = torch.func.functional_call(model, theta0, (Xtr,)).reshape(-1)
+        f_eval = {s: torch.func.functional_call(model, theta0, (X[s],)).reshape(-1) for s in test_splits}
+    S_train = torch.zeros(nk, nk, dtype=dtype, device=dev)
+    c_train = f_train.clone()
+    s_eval = {s: torch.zeros(X[s].shape[0] * k, nk, dtype=dtype, device=dev) for s in test_splits}
+    c_eval = {s: f_eval[s].clone() for s in test_splits}
+    yvec = ytr.reshape(-1)
+    state = None
+    if general:
+        momentum = None
+        if first > 0 and m.get("optimizer_state"):
+            key = "momentum_buffer" if opt["name"] == "sgd" else "exp_avg"
+            st = traj.optimizer_state(first)
+            momentum = -flatten({name: st[f"{name}.{key}"].to(dev, dtype) for name in theta0})
+        state = sm.ParameterState(flatten(theta0), nk, momentum, need_theta=True,
+                                  need_momentum=opt["name"] != "sgd" or bool(opt.get("momentum")))
+
+    meta = traj.meta()
+    train_rows = torch.as_tensor(idx["train"], device=dev) if "train" in idx else None
+
+    def write(t: int, norms: dict[str, torch.Tensor], theta_t: torch.Tensor | None = None) -> None:
+        r = row_of[t]
+        for s in X:
+            if s == "train":
+                rows = sm.batch_rows(train_rows, k)
+                S_rows, c_rows = S_train[rows], c_train[rows]
+            else:
+                S_rows, c_rows = s_eval[s], c_eval[s]
+            N = X[s].shape[0]
+            pred = (S_rows @ yvec + c_rows).reshape(N, k)
+            writer[f"{s}/smoother"][r] = pred.double().cpu().numpy()
+            writer[f"{s}/smoother_sq_norm"][r] = (S_rows**2).sum(dim=1).reshape(N, k).sum(dim=1).double().cpu().numpy()
+            if s in norms:
+                writer[f"{s}/kernel_norm"][r] = norms[s].double().cpu().numpy()
+        writer["train/smoother_trace"][r] = float(torch.diagonal(S_train).sum())
+        if state is not None and state.theta_S is not None and theta_t is not None:
+            # sanity check of §1.6: Θ^S y + Θ^C should track the real θ_t
+            writer["parameter_gap"][r] = float((state.theta_S @ yvec + state.theta_C - theta_t).abs().max())
+
+    if first in row_of:
+        write(first, {})
+    kmax = {s: np.full(last - first, np.nan) for s in X}
+    prev = None
+    with Progress(last - first, f"smoother {traj.run_dir.name}", enabled=progress) as bar:
+        for t, st in traj.iter_states(prefix=(THETA, BUFFER, OPT)):
+            if prev is None:
+                prev = (t, st)
+                continue
+            t_prev, st_prev = prev
+            r = t - first - 1
+            if int(meta["step"][r]) != t:
+                raise TelecliError(f"per-step records of {traj.run_dir} are out of order at step {t}")
+            lr = float(meta["lr"][r])
+            batch = torch.as_tensor(traj.batch(meta, r), device=dev)
+            rows = sm.batch_rows(batch, k)
+            B = len(batch)
+            params = {name: st_prev[THETA][name].to(dev, dtype) for name in names}
+            load_buffers(st_prev[BUFFER])
+            RS, RC = sm.residual_parts(S_train, c_train, rows, nk)
+            norms = {}
+            if not general:
+                K_train = _to_rows(tangent_kernel(model, Xtr, Xtr[batch], params=params, strategy=strategy))
+                dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr, B)
+                K_eval = {s: _to_rows(tangent_kernel(model, X[s], Xtr[batch], params=params, strategy=strategy))
+                          for s in test_splits}
+                upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr, B) for s in test_splits}
+            else:
+                J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
+                J_B = J_train[rows]
+                G_S, G_C = J_B.T @ RS / B, J_B.T @ RC / B
+                phi = None
+                if opt["name"] != "sgd":
+                    ost = st[OPT]
+                    v = flatten({name: ost[f"{name}.exp_avg_sq"].to(dev, dtype) for name in params})
+                    phi = sm.adam_phi(v, int(ost["step"]), opt["betas"][1], opt["eps"])
+                U_S, U_C = sm.optimizer_direction(state, G_S, G_C, opt, lr, int(t), phi)
+                dS, dc = lr * (J_train @ U_S), lr * (J_train @ U_C)
+                K_train = J_train @ J_B.T
+                J_eval = {s: kernel_jacobian(model, X[s], params=params).reshape(X[s].shape[0] * k, -1)
+                          for s in test_splits}
+                upd = {s: (lr * (J_eval[s] @ U_S), lr * (J_eval[s] @ U_C)) for s in test_splits}
+                K_eval = {s: J_eval[s] @ J_B.T for s in test_splits}
+                sm.advance_parameters(state, U_S, U_C, lr)
+            # kernel rows k_t(x) = K(x, B)/|B| (Eq. 3), norm over the k × |B|k block
+            if "train" in X:
+                tr = (K_train.reshape(n, k * B * k) / B).norm(dim=1)[train_rows]
+                norms["train"] = tr
+            for s in test_splits:
+                norms[s] = (K_eval[s].reshape(X[s].shape[0], k * B * k) / B).norm(dim=1)
+            for s in norms:
+                kmax[s][r] = float(norms[s].max()) if norms[s].numel() else np.nan
+            S_train += dS
+            c_train += dc
+            for s in test_splits:
+                s_eval[s] += upd[s][0]
+                c_eval[s] += upd[s][1]
+            if t in row_of:
+                write(t, norms, flatten({name: st[THETA][name].to(dev, dtype) for name in names}))
+            prev = (t, st)
+            bar.advance(1)
+    for s in X:
+        name = f"{s}/kernel_norm_max_every_step"
+        if name in writer.f:
+            del writer.f[name]
+        writer.f.create_dataset(name, data=kmax[s])
+    writer.f.attrs["n_train"] = n
+    writer.f.attrs["smoother_path"] = "parameter-state (§1.6)" if general else "kernel recursion (§1.5)"

@@ -1,0 +1,90 @@
+"""Double descent in the effective parameters (paper Figs. 3, 9, 10): one results file per model size.
+
+x: the hidden width read from each file's run configuration (``model.width``, or ``--x-key``), log
+scale. Top: final train/test loss (``loss_actual`` at the last stored step; ½‖f − y‖² for MSE).
+Bottom: final p^train and p^test. Files with the same width (several seeds) are averaged: mean ±
+standard error (sample standard deviation / √n) as error bars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from telecli.errors import TelecliError
+from telecli.plots import style
+from telecli.plots.complexity import EFFECTIVE_HINT
+
+DEFAULT_KEY = "model.width"
+
+
+def widths(files: list[h5py.File], names: list[str], key: str) -> np.ndarray:
+    xs = []
+    for f, name in zip(files, names):
+        v = style.lookup(f, key)
+        if v is None:
+            where = "its run configuration (attr 'config')" if style.config(f) else "it (no 'config' attr)"
+            raise TelecliError(f"{name}: '{key}' not found in {where}; pass --x-key with the setting "
+                               f"that varies across the files, e.g. --x-key model.width")
+        try:
+            xs.append(float(v))
+        except (TypeError, ValueError):
+            raise TelecliError(f"{name}: '{key}' = {v!r} is not a number; pass --x-key naming a numeric "
+                               f"setting, e.g. --x-key model.width") from None
+    return np.asarray(xs)
+
+
+def mean_se(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group ``y`` by equal ``x``: (unique x, mean, standard error; 0 where one value)."""
+    ux = np.unique(x)
+    means, ses = [], []
+    for v in ux:
+        g = y[x == v]
+        g = g[np.isfinite(g)]
+        means.append(g.mean() if g.size else np.nan)
+        ses.append(g.std(ddof=1) / np.sqrt(g.size) if g.size > 1 else 0.0)
+    return ux, np.asarray(means), np.asarray(ses)
+
+
+def final(f: h5py.File, name: str) -> float:
+    """The value at the last stored step that is finite."""
+    v = style.read(f, name)
+    ok = np.nonzero(np.isfinite(v))[0]
+    return float(v[ok[-1]]) if ok.size else float("nan")
+
+
+@style.requires("train/effective_parameters", "test/effective_parameters", hint=EFFECTIVE_HINT)
+@style.requires("steps", "train/loss_actual", "test/loss_actual")
+def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, x_key: str | None = None,
+         **_) -> None:
+    names = names or [f.filename for f in files]
+    key = x_key or DEFAULT_KEY
+    x = widths(files, names, key)
+    if np.any(x <= 0):
+        raise TelecliError(f"'{key}' must be positive for the log axis, got {x[x <= 0][0]:g}")
+    rows = {f"{kind}/{s}": np.asarray([final(f, f"{s}/{kind}") for f in files])
+            for kind in ("loss_actual", "effective_parameters") for s in ("train", "test")}
+    seeds = max(int(np.sum(x == v)) for v in np.unique(x))
+    kind = files[0].attrs.get("loss", "mse")
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    xlabel = "hidden width (number of neurons)" if key == DEFAULT_KEY else key
+    with style.house_style():
+        fig, (top, bottom) = style.new_figure(2, 1, size=style.DOUBLE, sharex=True)
+        for ax, kind_, names_ in ((top, "loss_actual", ("train", "test")),
+                                  (bottom, "effective_parameters", (r"$p^{\mathrm{train}}$", r"$p^{\mathrm{test}}$"))):
+            for s, label, colour in zip(("train", "test"), names_, (style.TRAIN, style.TEST)):
+                ux, m, se = mean_se(x, rows[f"{kind_}/{s}"])
+                ax.errorbar(ux, m, yerr=se if seeds > 1 else None, color=colour, marker="o", label=label)
+        bottom.set_xscale("log")
+        bottom.set_xlabel(xlabel)
+        top.set_ylabel(("final MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)") if kind == "mse"
+                       else "final cross-entropy loss")
+        bottom.set_ylabel(r"final effective parameters $p$")
+        if seeds > 1:
+            top.set_title(f"mean ± s.e. over up to {seeds} seeds per width" if key == DEFAULT_KEY
+                          else f"mean ± s.e. over up to {seeds} files per value", loc="left")
+        style.legend(top)
+        style.legend(bottom)
+        style.save(fig, out)

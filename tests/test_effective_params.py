@@ -1,0 +1,140 @@
+"""Smoother form and effective parameters (method.md §1.5–1.6, §3.1) against exact references.
+
+Tolerances (float64): a network linear in θ makes the telescoping model exact, so s(x)·y + c(x) must
+reproduce the real network and Θ^S·y + Θ^C the real θ_t to 1e-10; full-batch GD linear regression
+must give the closed form of Eq. 15 to 1e-10.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from telecli import config
+from telecli.errors import TelecliError
+from telecli.lens.smoother import effective_parameters, effective_parameters_k
+from telecli.pipelines.telescope import merge, run_telescope
+from telecli.store.trajectory import Trajectory
+from telecli.train.loop import run_training
+from telecli.train.recorder import Recorder
+
+OPTIMISERS = {
+    "sgd": dict(optimizer="sgd", lr=0.2),
+    "weight_decay": dict(optimizer="sgd", lr=0.2, weight_decay=0.1),
+    "momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.01),
+    "adam": dict(optimizer="adam", lr=1e-2, weight_decay=0.05, betas=[0.9, 0.99]),
+    "adamw": dict(optimizer="adamw", lr=1e-2, weight_decay=0.1, betas=[0.9, 0.99]),
+}
+
+
+def read(path):
+    with h5py.File(path) as f:
+        out = {}
+        f.visititems(lambda n, o: out.__setitem__(n, o[...]) if isinstance(o, h5py.Dataset) else None)
+        out["_attrs"] = dict(f.attrs)
+        return out
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMISERS))
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_linear_in_parameters_smoother_is_exact(tmp_path, opt, outputs):
+    """Minibatches, schedules through γ_t (warmup), every optimiser; k = 1 and k = 3 (one-hot)."""
+    task = {"name": "digits"} if outputs == 1 else {"name": "digits", "classes": [0, 4, 8], "one_hot": True}
+    cfg = config.from_dict({"name": opt, "task": task, "model": {"name": "features", "width": 30},
+                            "train": {"batch_size": 48, "steps": 15, "schedule": "warmup", "warmup_steps": 5,
+                                      **OPTIMISERS[opt]}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    d = read(run_telescope(run, effective_params=True, progress=False))
+    for split in ("train", "test"):
+        assert np.abs(d[f"{split}/smoother"] - d[f"{split}/actual"]).max() < 1e-10
+        assert d[f"{split}/smoother_gap"].max() < 1e-10
+        assert np.all(np.diff(d[f"{split}/effective_parameters"][:3]) > 0)  # p grows from 0 as it learns
+        assert d[f"{split}/effective_parameters"][0] == 0
+    if opt != "sgd":
+        assert d["parameter_gap"][1:].max() < 1e-10  # Θ^S y + Θ^C tracks θ_t (§1.6 sanity check)
+
+
+def test_full_batch_linear_regression_closed_form(tmp_path):
+    """Eq. 15: full-batch GD with a constant kernel K = (XXᵀ + 1)/n gives S_T = I − (I − γK)^T,
+    c_T = (I − γK)^T f_0; test rows from s_t(x) = s_{t−1}(x) + γ k(x)(I − S_{t−1}) in numpy."""
+    rng = np.random.default_rng(0)
+    n, m, d, T, lr = 30, 12, 5, 40, 0.3
+    X, Xt = rng.standard_normal((n, d)), rng.standard_normal((m, d))
+    y, yt = rng.standard_normal((n, 1)), rng.standard_normal((m, 1))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(d, 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    Xtr, ytr = torch.as_tensor(X), torch.as_tensor(y)
+    with Recorder(tmp_path / "lr", model, opt, (Xtr, ytr), (torch.as_tensor(Xt), torch.as_tensor(yt)),
+                  model_factory="torch.nn:Linear", model_kwargs={"in_features": d, "out_features": 1},
+                  full_batch=True) as rec:
+        for _ in range(T):
+            opt.zero_grad()
+            (0.5 * ((model(Xtr) - ytr) ** 2).sum(dim=1).mean()).backward()
+            opt.step()
+            rec.step(None)
+    res = read(run_telescope(tmp_path / "lr", effective_params=True, progress=False))
+
+    K = (X @ X.T + 1) / n
+    kt = (Xt @ X.T + 1) / n
+    A = np.eye(n) - lr * K
+    S_T = np.eye(n) - np.linalg.matrix_power(A, T)
+    S, s_test = np.zeros((n, n)), np.zeros((m, n))
+    for _ in range(T):
+        s_test = s_test + lr * kt @ (np.eye(n) - S)
+        S = (np.eye(n) - lr * K) @ S + lr * K
+    np.testing.assert_allclose(S, S_T, atol=1e-12)  # the recursion and Eq. 15 agree
+    p_train, p_test = effective_parameters(S_T, n), effective_parameters(s_test, n)
+    assert abs(res["train/effective_parameters"][-1] - p_train) < 1e-10
+    assert abs(res["test/effective_parameters"][-1] - p_test) < 1e-10
+    assert abs(res["train/smoother_trace"][-1] - np.trace(S_T)) < 1e-10
+    f0 = res["train/actual"][0]
+    c_T = np.linalg.matrix_power(A, T) @ f0
+    np.testing.assert_allclose(res["train/smoother"][-1], S_T @ y + c_T, atol=1e-10)
+    np.testing.assert_allclose(res["train/smoother"][-1], res["train/actual"][-1], atol=1e-10)
+    # kernel-row norms k_t(x) = K(x, B)/|B| with the full batch: ‖row of K‖₂
+    np.testing.assert_allclose(res["test/kernel_norm"][-1], np.linalg.norm(kt, axis=1), atol=1e-12)
+
+
+def test_effective_parameters_for_k_outputs_reduce_to_the_paper():
+    rng = np.random.default_rng(1)
+    S = rng.standard_normal((7, 7))
+    assert effective_parameters_k((S**2).sum(axis=1), 7, 1) == pytest.approx(effective_parameters(S, 7), rel=1e-15)
+    for k in (1, 3):  # an interpolating smoother (S = I on vec(y)) has p_train = n for any k
+        assert effective_parameters_k(np.full(7, float(k)), 7, k) == pytest.approx(7.0)
+
+
+def test_nonlinear_network_tracks_the_real_one(tmp_path):
+    """On a real MLP the smoother agrees with the network up to the telescoping error."""
+    cfg = config.from_dict({"name": "mlp", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 32},
+                            "train": {"batch_size": 64, "steps": 30, "optimizer": "sgd", "lr": 0.05,
+                                      "momentum": 0.5}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    d = read(run_telescope(run, effective_params=True, progress=False))
+    for split in ("train", "test"):
+        assert d[f"{split}/smoother_gap"][-1] < 5 * d[f"{split}/approx_error_telescoped"][-1] + 1e-6
+        assert d[f"{split}/smoother_gap"][-1] < 0.1 * d[f"{split}/approx_error_linearized"][-1]
+    assert 0 < d["train/effective_parameters"][-1] < Trajectory(run).manifest["data"]["n_train"]
+
+
+def test_sharded_effective_parameters_merge_exactly(tmp_path):
+    cfg = config.from_dict({"name": "sh", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16},
+                            "train": {"batch_size": 64, "steps": 12, "lr": 0.1}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    whole = read(run_telescope(run, tmp_path / "w.h5", effective_params=True, max_memory="8M", progress=False))
+    parts = [run_telescope(run, tmp_path / f"p{i}.h5", shard=f"{i}/2", effective_params=True, max_memory="8M",
+                           progress=False) for i in range(2)]
+    merged = read(merge(parts, tmp_path / "m.h5"))
+    for key in ("train/effective_parameters", "test/effective_parameters", "test/smoother", "train/kernel_norm",
+                "test/kernel_norm_max_every_step", "train/smoother_trace"):
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+def test_cross_entropy_run_is_refused(tmp_path):
+    cfg = config.from_dict({"name": "ce", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
+                            "train": {"batch_size": 64, "steps": 3, "loss": "ce"}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(TelecliError, match="squared loss"):
+        run_telescope(run, effective_params=True, progress=False)
