@@ -11,6 +11,8 @@
 2. Read throughput: θ_t of the recorded run streamed with ``Trajectory.iter_states()`` (MB of θ per second)
    beside a plain ``open().read()`` of the same shard files (MB per second), as a ratio (page cache warm).
 
+Also printed: the I/O floor — sha256 and fsync'd-write throughput of this machine, and the time they
+need for the stored bytes (the writer thread overlaps it with training, the last shard excepted).
 ``--profile`` prints where the recording time goes (cProfile of one recorded run, by own time).
 Prints numbers only; no pass/fail. Everything is written under a temporary directory, removed at the end.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
+import os
 import pstats
 import shutil
 import statistics
@@ -128,6 +132,25 @@ def read_throughput(run_dir: Path, repeats: int) -> dict:
     return {"raw_mb": n_raw / 2**20, "theta_mb": n_theta / 2**20, "raw_mbs": raw_mbs, "theta_mbs": theta_mbs}
 
 
+def io_floor(folder: Path, mib: int = 64) -> dict:
+    """Throughput of what every stored byte must go through on the writer thread: sha256 (the manifest's
+    hash) and an fsync'd write (atomic shard), measured on a buffer of ``mib`` MiB."""
+    buf = memoryview(np.random.default_rng(0).random(mib * 2**17)).cast("B")
+    sha, write = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        hashlib.sha256(buf).hexdigest()
+        sha.append(time.perf_counter() - t0)
+        path = folder / "io-floor.bin"
+        t0 = time.perf_counter()
+        with open(path, "wb", buffering=0) as f:
+            f.write(buf)
+            os.fsync(f.fileno())
+        write.append(time.perf_counter() - t0)
+        path.unlink()
+    return {"sha_mbs": mib / min(sha), "write_mbs": mib / min(write)}
+
+
 def profile(cfg, run_dir: Path, top: int = 18) -> str:
     shutil.rmtree(run_dir, ignore_errors=True)
     prof = cProfile.Profile()
@@ -164,6 +187,10 @@ def main() -> None:
             print(f"  training with store      {r['stored']:.3f} s   (+{extra_s:.3f} s, "
                   f"{r['stored_mb'] / max(extra_s, 1e-9):.0f} MiB/s of storing)")
             print(f"  recording overhead       {r['stored'] / r['plain']:.2f}x   (target <= 1.3x)")
+            f = io_floor(tmp)
+            floor = r["stored_mb"] / f["sha_mbs"] + r["stored_mb"] / f["write_mbs"]
+            print(f"  I/O floor                sha256 {f['sha_mbs']:.0f} MiB/s, fsync'd write {f['write_mbs']:.0f} MiB/s: "
+                  f"{floor:.3f} s of writer-thread time = {floor / r['plain']:.2f}x the training")
             t = read_throughput(run_dir, args.repeats)
             print(f"  read θ_t (iter_states)   {t['theta_mbs']:.0f} MiB/s  ({t['theta_mb']:.1f} MiB of θ)")
             print(f"  raw read (open().read()) {t['raw_mbs']:.0f} MiB/s  ({t['raw_mb']:.1f} MiB of shard files)")

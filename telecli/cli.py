@@ -101,7 +101,8 @@ def telescope(
     run: Path = typer.Argument(..., help="Run directory (every step stored)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default RUN/lens.h5)."),
     points: str = typer.Option("all", "--points", help="Evaluation points per split: N (seeded subset) or all."),
-    every: int = typer.Option(1, "--every", help="Write every K-th step (all steps still contribute)."),
+    every: Optional[int] = typer.Option(None, "--every", help="Write every K-th step (default: the stored "
+                                        "steps); every step contributes, gaps in storage are replayed."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G (default: "
                                              "half the free GPU memory, 2G on CPU)."),
@@ -170,6 +171,153 @@ def demo(
     from telecli.demo import run_demo
 
     run_demo(out, overwrite=overwrite, progress=not quiet)
+
+
+@app.command(epilog="Examples:\n\n"
+                    "  telecli boost diabetes --out runs/boost-diabetes --nn-steps 300   # bundled data, ~1 min on a CPU\n\n"
+                    "  telecli boost --config sample_runs/boost-diabetes.toml --out runs/boost-diabetes\n\n"
+                    "  telecli boost data/houses.csv --target median_house_value --out runs/houses --search 25 --device cuda\n\n"
+                    "  telecli boost openml:44138 --out runs/houses --search 25   # fetched when online\n\n"
+                    "  then: telecli plot runs/boost-diabetes/boost.h5 --figure tabular   # Figs. 5, 14")
+def boost(
+    data: Optional[str] = typer.Argument(None, help="CSV/Parquet file, 'diabetes' (bundled with scikit-learn) or "
+                                         "openml:ID | openml:NAME (needs network; else download the CSV)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: OUT/boost.h5 and the NN run OUT/nn."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target column (default: 'target' for diabetes, "
+                                         "the data set's default for OpenML)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings (sample_runs/boost-*.toml); "
+                                          "options given here override it."),
+    proportions: Optional[str] = typer.Option(None, "--proportions", help="Shares p of irregular rows in the test "
+                                              "mixtures, e.g. 0,0.25,0.5,0.75,1 (the default)."),
+    mixture_size: Optional[int] = typer.Option(None, "--mixture-size", help="Rows per test mixture (default 4000, "
+                                               "capped by the rows available)."),
+    top: Optional[float] = typer.Option(None, "--top", help="Fraction of rows in the irregular pool (default 0.1)."),
+    test_size: Optional[float] = typer.Option(None, "--test-size", help="Regular rows held out for testing: "
+                                              "fraction or count (default 0.3)."),
+    search: Optional[int] = typer.Option(None, "--search", help="Random-search draws per model on a validation "
+                                         "split (paper: 25; default 0 = use the settings given)."),
+    validation: Optional[int] = typer.Option(None, "--validation", help="Validation rows for --search (default "
+                                             "2000, capped to a fifth of train)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split, the trees and the network."),
+    nn_steps: Optional[int] = typer.Option(None, "--nn-steps", help="SGD steps of the network (default 1000)."),
+    nn_lr: Optional[float] = typer.Option(None, "--nn-lr", help="SGD learning rate of the network (default 0.01)."),
+    nn_batch: Optional[int] = typer.Option(None, "--nn-batch", help="Batch size of the network (default 128)."),
+    gbt_trees: Optional[int] = typer.Option(None, "--gbt-trees", help="Number of trees (default 100)."),
+    gbt_depth: Optional[str] = typer.Option(None, "--gbt-depth", help="Tree depth, or 'none' (default 3)."),
+    gbt_lr: Optional[float] = typer.Option(None, "--gbt-lr", help="Boosting learning rate (default 0.1)."),
+    kernel_every: Optional[int] = typer.Option(None, "--kernel-every", help="NN kernel norms every K-th SGD step "
+                                               "(default 1: every step, as the paper)."),
+    telescope_nn: Optional[bool] = typer.Option(None, "--telescope/--no-telescope", help="Also run the "
+                                                "telescoping model on OUT/nn (default on)."),
+    smoother: Optional[bool] = typer.Option(None, "--smoother/--no-smoother", help="Store the GBT smoother S "
+                                            "((n+m)·n values; default on); off: kernel norms only."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/boost.h5 and OUT/nn."),
+    quiet: bool = _quiet_option(),
+):
+    """Gradient-boosted trees and a neural network through the same telescoping lens on tabular data."""
+    from telecli.pipelines.boost import load_config, print_summary, run_boost
+
+    cfg = load_config(config, {
+        "data": data, "target": target, "proportions": proportions, "mixture_size": mixture_size, "top": top,
+        "test_size": test_size, "search": search, "validation": validation, "seed": seed,
+        "kernel_every": kernel_every, "telescope": telescope_nn, "smoother": smoother, "device": device,
+        "nn.steps": nn_steps, "nn.lr": nn_lr, "nn.batch_size": nn_batch,
+        "gbt.trees": gbt_trees, "gbt.depth": gbt_depth, "gbt.lr": gbt_lr,
+    })
+    path = run_boost(cfg, out, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        print_summary(path)
+        print(f"wrote {path}  (plot: telecli plot {path} --figure tabular)")
+
+
+lmc_app = typer.Typer(
+    help="Linear mode connectivity and weight averaging (method.md §5, paper Fig. 6): spawn pairs of children "
+    "from a run, interpolate them, measure barriers and gradient change by layer.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@lmc_app.command("spawn", epilog="Examples:\n\n  telecli lmc spawn runs/lmc --at 0,10,50,100,300 --pairs 2   # → runs/lmc-lmc/\n\n"
+                                 "  telecli lmc spawn runs/lmc --at 0,10 --shard 0/4 (one of 4 parallel jobs)\n\n"
+                                 "Rerun the same command after a kill: complete children are skipped, the rest resume.")
+def lmc_spawn(
+    run: Path = typer.Argument(..., help="Parent run directory (telecli record) that stores θ at the spawn steps."),
+    at: str = typer.Option(..., "--at", help="Spawn steps t', comma-separated (each stored in RUN)."),
+    pairs: int = typer.Option(1, "--pairs", help="Pairs of children per spawn step."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Spawn directory (default RUN-lmc next to RUN)."),
+    every: Optional[int] = typer.Option(None, "--every", help="Children store θ every K steps (resume points; "
+                                        "default ≈ T/10)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: train only this job's share of the children."),
+    quiet: bool = _quiet_option(),
+):
+    """Train K pairs of children from θ_t' (parent's optimiser state, new data orders) to the parent's last step."""
+    from telecli.pipelines.lmc import spawn
+
+    path = spawn(run, at, pairs=pairs, out=out, every=every, device=device, shard=shard, progress=not quiet)
+    if not quiet:
+        print(f"spawned {path}  (next: telecli lmc interpolate {path})")
+
+
+@lmc_app.command("interpolate", epilog="Examples:\n\n  telecli lmc interpolate runs/lmc-lmc            # → runs/lmc-lmc/lmc.h5\n\n"
+                                       "  telecli lmc interpolate CHILD_A CHILD_B --alpha 0:1:11 --bn recompute\n\n"
+                                       "Then: telecli plot runs/lmc-lmc/lmc.h5 --figure lmc")
+def lmc_interpolate(
+    sources: List[Path] = typer.Argument(..., help="A spawn directory, or two run directories A B."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default SPAWN/lmc.h5)."),
+    alpha: str = typer.Option("0:1:30", "--alpha", help="min:max:n evenly spaced α (θ_α = αθ_A + (1−α)θ_B)."),
+    bn: str = typer.Option("interpolate", "--bn", help="BatchNorm running statistics: interpolate | recompute "
+                           "(re-estimated on training data)."),
+    bn_points: str = typer.Option("all", "--bn-points", help="Training points for --bn recompute: N or all."),
+    points: str = typer.Option("all", "--points", help="Test points: N (seeded subset) or all."),
+    gradients: bool = typer.Option(True, "--gradients/--no-gradients", help="Also the gradient change by layer "
+                                   "(from the parent's trajectory)."),
+    delta: Optional[int] = typer.Option(None, "--delta", help="Δ of the gradient change (default one epoch, "
+                                        "n_train // batch size)."),
+    grad_points: int = typer.Option(256, "--grad-points", help="Test points of the gradient change."),
+    logits: str = typer.Option("mean", "--logits", help="Gradient change over k outputs: mean | true (true class)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the point subsets."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
+    quiet: bool = _quiet_option(),
+):
+    """Loss/accuracy of weight average, α-weighted mean and ensemble along α; barriers; gradient change → HDF5."""
+    from telecli.pipelines.lmc import run_interpolate
+
+    path = run_interpolate(sources, out, alpha=alpha, bn=bn, points=points, gradients=gradients, delta=delta,
+                           grad_points=grad_points, reduction=logits, seed=seed, bn_points=bn_points, device=device,
+                           max_memory=max_memory, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        print(f"wrote {path}  (plot: telecli plot {path} --figure lmc)")
+
+
+@lmc_app.command("gradients", epilog="Example: telecli lmc gradients runs/lmc --at 0,10,50 --out grads.h5")
+def lmc_gradients(
+    run: Path = typer.Argument(..., help="Run directory storing θ at t' and t'+Δ."),
+    at: str = typer.Option(..., "--at", help="Steps t', comma-separated."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default RUN/lmc-gradients.h5)."),
+    delta: Optional[int] = typer.Option(None, "--delta", help="Δ (default one epoch, n_train // batch size)."),
+    points: int = typer.Option(256, "--points", help="Seeded test points."),
+    logits: str = typer.Option("mean", "--logits", help="Over k outputs: mean | true (true class)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the point subset."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
+    quiet: bool = _quiet_option(),
+):
+    """Only the gradient change by layer, mean (∂f_{t'+Δ} − ∂f_{t'})², of one run (no children needed)."""
+    from telecli.pipelines.lmc import run_gradients
+
+    path = run_gradients(run, at, out, delta=delta, points=points, reduction=logits, seed=seed, device=device,
+                         max_memory=max_memory, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        print(f"wrote {path}  (plot: telecli plot {path} --figure lmc)")
+
+
+app.add_typer(lmc_app, name="lmc")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ end to end from a recorded and telescoped run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,7 +193,7 @@ def test_double_descent_other_key_and_stats(files, tmp_path):
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "telecli", "plot", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+                          text=True, cwd=cwd, env={**os.environ, "MPLBACKEND": "Agg"})
 
 
 def test_cli(files, tmp_path):
@@ -213,9 +214,9 @@ def test_end_to_end(tmp_path):
     from telecli.train.loop import run_training
 
     cfg = cfgmod.from_dict({"name": "tiny", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16},
-                            "train": {"batch_size": 64, "steps": 12, "lr": 0.05}})
+                            "train": {"batch_size": 64, "steps": 8, "lr": 0.05}})
     run = run_training(cfg, tmp_path / "run", progress=False)
-    lens = run_telescope(run, points=40, progress=False)
+    lens = run_telescope(run, points=30, progress=False)
     for fig in ("approximation", "accuracy"):
         out = plot([lens], fig)
         assert out == lens.with_name(f"lens-{fig}.png") and out.stat().st_size > 10_000

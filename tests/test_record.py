@@ -151,8 +151,9 @@ def _kill_overrides(name: str) -> list[str]:
     return [*extra, "model.width=16", "train.steps=200", f"store.shard_mb={0.02 * (1 + n_state)}"]
 
 
-def _kill_chain(cfg: Path, run: Path, overrides: list[str], rng: random.Random) -> list[tuple]:
-    """Start `python -m telecli record` (then `--resume` twice) and SIGKILL each process at a random moment."""
+def _kill_chain(cfg: Path, run: Path, overrides: list[str], rng: random.Random, span: float) -> list[tuple]:
+    """Start `python -m telecli record` (then `--resume` twice) and SIGKILL each process at a random moment:
+    the first one 0–5 ms after its manifest appears, the others up to ``span`` s after their first write."""
     events = []
     for k in range(3):
         args = ["record", cfg, "--out", run, "--quiet", *sets(*overrides)] + (["--resume"] if k else [])
@@ -167,7 +168,7 @@ def _kill_chain(cfg: Path, run: Path, overrides: list[str], rng: random.Random) 
             if now is not None and now != before:
                 break
             time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.005) if k == 0 else rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.005) if k == 0 else rng.uniform(0.0, span))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=300)
@@ -182,13 +183,16 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tmp_path):
     resuming in between; the final --resume must give the files of an uninterrupted run byte for byte
     (θ, per-step records and optimiser state restored exactly). The three chains run side by side."""
     cfg = write_cfg(tmp_path)
+    span = {}
     for name in OPTIMIZERS:
+        t0 = time.monotonic()
         code, _, err = cli("record", cfg, "--out", tmp_path / f"ref-{name}", "--quiet", *sets(*_kill_overrides(name)))
+        span[name] = 0.35 * (time.monotonic() - t0)  # a share of the uninterrupted recording time
         assert code == 0, err
         assert len(list((tmp_path / f"ref-{name}" / SHARD_DIR).iterdir())) >= 30
     with ThreadPoolExecutor(len(OPTIMIZERS)) as pool:
         futures = {name: pool.submit(_kill_chain, cfg, tmp_path / f"run-{name}", _kill_overrides(name),
-                                     random.Random(f"sigkill-{name}")) for name in OPTIMIZERS}
+                                     random.Random(f"sigkill-{name}"), span[name]) for name in OPTIMIZERS}
         events = {name: f.result() for name, f in futures.items()}
     for name in OPTIMIZERS:
         ev, run = events[name], tmp_path / f"run-{name}"

@@ -231,14 +231,28 @@ def test_gaps_and_non_finite_parameters_are_refused(tmp_path):
     cfg = config.from_dict({"name": "g", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
                             "train": {"lr": 0.1, "steps": 10, "batch_size": 64}, "store": {"every": 3}})
     gappy = run_training(cfg, tmp_path / "gaps", progress=False)
-    with pytest.raises(TelecliError, match="gaps"):
-        run_telescope(gappy, progress=False)
+    dense = run_training(config.from_dict({**cfg.to_dict(), "store": {"every": 1}}), tmp_path / "dense",
+                         progress=False)
+    replayed = read(run_telescope(gappy, tmp_path / "g.h5", every=1, progress=False))  # gaps are replayed
+    reference = read(run_telescope(dense, tmp_path / "d.h5", progress=False))
+    for key in ("test/telescoped", "train/actual", "train/linearized"):
+        np.testing.assert_array_equal(replayed[key], reference[key], err_msg=key)
+    assert list(read(run_telescope(gappy, tmp_path / "s.h5", progress=False))["steps"]) == [0, 3, 6, 9, 10]
 
     from telecli.train.recorder import Recorder
 
     model = torch.nn.Linear(3, 1).double()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    with Recorder(tmp_path / "user", model, opt, (x, y), (x, y), model_factory="torch.nn:Linear",
+                  model_kwargs={"in_features": 3, "out_features": 1}, every=2, total_steps=4) as rec:
+        for t in range(4):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+            rec.step(None)
+    with pytest.raises(TelecliError, match="cannot be replayed"):  # a user loop's gaps cannot be replayed
+        run_telescope(tmp_path / "user", progress=False)
     with Recorder(tmp_path / "nan", model, opt, (x, y), (x, y), model_factory="torch.nn:Linear",
                   model_kwargs={"in_features": 3, "out_features": 1}) as rec:
         for t in range(4):

@@ -70,7 +70,7 @@ class GBTSettings:
 
 @dataclass
 class BoostConfig:
-    data: str = "diabetes"  # CSV/Parquet path, "diabetes" or "openml:ID|NAME"
+    data: str = ""  # CSV/Parquet path, "diabetes" or "openml:ID|NAME" (required)
     target: str = ""  # "" → "target" for diabetes, the default target for OpenML
     proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
     mixture_size: int = 4000
@@ -198,7 +198,8 @@ def validate(cfg: BoostConfig) -> BoostConfig:
     if cfg.dtype not in ("float64", "float32"):
         raise TelecliError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
     if not isinstance(cfg.data, str) or not cfg.data:
-        raise TelecliError("give the data: a CSV/Parquet file, 'diabetes' or openml:ID")
+        raise TelecliError("give the data: telecli boost DATA (a CSV/Parquet file, 'diabetes' or openml:ID) "
+                           "or --config FILE.toml with data = ...")
     return cfg
 
 
@@ -482,12 +483,6 @@ def _label(p: float) -> str:
 
 def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Path:
     """The whole comparison; writes OUT/boost.h5 and the run directory OUT/nn. Returns the h5 path."""
-    import torch
-
-    from telecli.lens.boost import boosting_smoother, normalised_max_kernel_norm, relative_mse, tree_kernel_norms
-    from telecli.pipelines.common import device_for
-    from telecli.train.loop import resolve_dtype
-
     cfg = validate(cfg)
     out = Path(out)
     h5_path, nn_dir = out / "boost.h5", out / "nn"
@@ -495,7 +490,6 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         raise TelecliError(f"{h5_path} already exists; pass --overwrite to replace it")
     if nn_dir.exists() and any(nn_dir.iterdir()) and not overwrite:
         raise TelecliError(f"{nn_dir} already exists and is not empty; pass --overwrite to replace it")
-    device, dtype = device_for(cfg.device), resolve_dtype(cfg.dtype)
     props = cfg.proportions
     added_zero = 0.0 not in props
     if added_zero:  # the reference of the relative MSE (method.md §4.4)
@@ -510,6 +504,12 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         print(f"note: mixture size {cfg.mixture_size} capped to {sp.info['mixture_size']} (irregular pool "
               f"{len(sp.info['irregular'])}, regular-test {len(sp.info['regular_test'])})", file=sys.stderr)
     name = dataset_name(cfg.data, meta)
+
+    from telecli.lens.boost import boosting_smoother, normalised_max_kernel_norm, relative_mse, tree_kernel_norms
+    from telecli.pipelines.common import device_for  # these import torch: after the data checks
+    from telecli.train.loop import resolve_dtype
+
+    device, dtype = device_for(cfg.device), resolve_dtype(cfg.dtype)
 
     search = None
     gbt_settings, nn_settings = cfg.gbt, cfg.nn
@@ -711,16 +711,18 @@ def print_summary(path: str | Path) -> None:
         title = (f"NN vs GBT on {f.attrs.get('dataset')} (seed {f.attrs.get('seed')}, mixtures of "
                  f"{f.attrs.get('mixture_size')}; MSE of the standardised target)")
     table = Table(title=title, title_justify="left")
-    heads = [("p", "proportions", "{:g}"), ("irregular", "n_irregular", "{:.0f}"), ("MSE NN", "mse_nn", "{:.4f}"),
-             ("MSE GBT", "mse_gbt", "{:.4f}"), ("relative MSE", "relative_mse", "{:.3f}"),
-             ("‖k‖ ratio NN", "kernel_norm_nn", "{:.3f}"), ("‖k‖ ratio GBT", "kernel_norm_gbt", "{:.3f}")]
+    heads = [("p", "proportions", "{:g}"), ("n irr", "n_irregular", "{:.0f}"), ("MSE NN", "mse_nn", "{:.4f}"),
+             ("MSE GBT", "mse_gbt", "{:.4f}"), ("rel MSE", "relative_mse", "{:.3f}"),
+             ("‖k‖ NN", "kernel_norm_nn", "{:.3f}"), ("‖k‖ GBT", "kernel_norm_gbt", "{:.3f}")]
     if rows and "telescoping_error_nn" in rows[0]:
-        heads.append(("|f − f̃| NN", "telescoping_error_nn", "{:.2e}"))
+        heads.append(("|f−f̃| NN", "telescoping_error_nn", "{:.1e}"))
     for h, _, _ in heads:
         table.add_column(h, justify="right")
     for r in rows:
         table.add_row(*[fmt.format(r[k]) for _, k, fmt in heads])
     Console().print(table)
+    print("rel MSE = (MSE^p_NN − MSE^p_GBT)/(MSE^0_NN − MSE^0_GBT); ‖k‖ = normalised max kernel-weight norm "
+          "(mean_t max over the mixture / mean_t max over train), method.md §4.4")
 
 
 __all__ = ["BoostConfig", "NNSettings", "GBTSettings", "load_config", "validate", "parse_proportions",

@@ -20,6 +20,7 @@ from telecli.lens.kernels import jacobian as kernel_jacobian
 from telecli.lens.kernels import tangent_kernel
 from telecli.progress import Progress
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
+from telecli.train.replay import dense_states
 
 
 
@@ -136,7 +137,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     kmax = {s: np.full(last - first, np.nan) for s in X}
     prev = None
     with Progress(last - first, f"smoother {traj.run_dir.name}", enabled=progress) as bar:
-        for t, st in traj.iter_states(prefix=(THETA, BUFFER, OPT)):
+        for t, st in dense_states(traj, (THETA, BUFFER, OPT), device=dev):
             if prev is None:
                 prev = (t, st)
                 continue

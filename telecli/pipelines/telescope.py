@@ -31,29 +31,24 @@ from telecli.pipelines.common import (
 from telecli.progress import Progress
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
 from telecli.store.trajectory import BUFFER, THETA, Trajectory
+from telecli.train.replay import Replayer, dense_states
 
 KINDS = ("actual", "telescoped", "linearized")
 SMOOTHER_DATASETS = ("smoother", "smoother_sq_norm", "kernel_norm")
 
 
-def check_contiguous(traj: Trajectory) -> None:
-    if traj.is_contiguous():
-        return
+def output_steps(traj: Trajectory, every: int | None) -> np.ndarray:
+    """The steps written to the results file: the stored steps by default, or every K-th step (and the
+    last) — steps not stored are replayed (telecli.train.replay); all steps contribute to the sum."""
     steps = traj.steps
-    gap = int(np.nonzero(np.diff(steps) != 1)[0][0])
-    raise TelecliError(
-        f"{traj.run_dir} stores steps with gaps (step {steps[gap]} is followed by {steps[gap + 1]}); the "
-        f"telescoping sum needs every step: record with store.every = 1 (use --every K here to thin the output)"
-    )
-
-
-def output_steps(steps: np.ndarray, every: int) -> np.ndarray:
+    if every is None:
+        return steps.astype(np.int64)
     if every < 1:
         raise TelecliError(f"--every must be ≥ 1, got {every}")
-    first = int(steps[0])
-    keep = [int(t) for t in steps if (int(t) - first) % every == 0]
-    if keep[-1] != int(steps[-1]):
-        keep.append(int(steps[-1]))
+    first, last = int(steps[0]), int(steps[-1])
+    keep = list(range(first, last + 1, every))
+    if keep[-1] != last:
+        keep.append(last)
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -71,14 +66,15 @@ def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Te
     return out
 
 
-def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int = 1,
+def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int | None = None,
                   device: str | None = None, max_memory: str | None = None, shard: str | None = None,
                   seed: int = 0, overwrite: bool = False, progress: bool = True,
                   effective_params: bool = False) -> Path:
     """Compute the telescoping model of a recorded run; returns the results file path."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
-    check_contiguous(traj)
+    if not traj.is_contiguous():
+        Replayer(traj, torch.device("cpu"))  # fails early, with the reason, when gaps cannot be replayed
     shard_ix = parse_shard(shard)
     out = Path(out) if out else default_output(run, shard_ix)
     dev = device_for(device)
@@ -95,7 +91,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     Y = {s: data[f"y_{s}"][torch.as_tensor(idx[s])].to(dtype) for s in splits}
     steps = traj.steps
     first, last = int(steps[0]), int(steps[-1])
-    out_steps = output_steps(steps, every)
+    out_steps = output_steps(traj, every)
     row_of = {int(t): r for r, t in enumerate(out_steps)}
     S = len(out_steps)
 
@@ -231,10 +227,9 @@ def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, pl
                                           for s in splits})
 
     with Progress(last - start, f"telescope {traj.run_dir.name}", enabled=progress) as bar:
-        todo = traj.steps[traj.steps >= start]
         block: list[dict] = []
         blk_steps: list[int] = []
-        for step, st in traj.iter_states(todo, prefix=(THETA, BUFFER)):
+        for step, st in dense_states(traj, (THETA, BUFFER), start, dev):
             block.append(st)
             blk_steps.append(step)
             if len(block) == plan.block + 1 or step == last:

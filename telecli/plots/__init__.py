@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from telecli.errors import TelecliError
-from telecli.plots import accuracy, approximation, complexity, components, double_descent, style
+from telecli.plots import accuracy, approximation, complexity, components, double_descent, style, tabular
 
 FIGURES: dict[str, Callable[..., None]] = {
     "approximation": approximation.draw,  # Figs. 2, 7: |f − f̃| and |f − f^lin| per step
@@ -34,6 +34,7 @@ FIGURES: dict[str, Callable[..., None]] = {
     "complexity": complexity.draw,  # Figs. 4, 11–13: error and p^train / p^test per step
     "double-descent": double_descent.draw,  # Figs. 3, 9, 10: final loss and p against width
     "components": components.draw,  # update components of Δf̃_t per step
+    "tabular": tabular.draw,  # Figs. 5, 14: NN vs GBT, relative MSE and kernel-norm ratio against p
 }
 
 SPLITS = ("train", "test")

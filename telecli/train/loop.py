@@ -91,7 +91,14 @@ def build(cfg: RunConfig, device: torch.device) -> Setup:
 
 def restore(setup: Setup, traj: Trajectory, step: int, opt_step: int) -> None:
     """Load θ, buffers and optimiser state stored at ``step`` into the model and optimiser."""
-    theta, buffers = traj.theta(step), traj.buffers(step)
+    opt = traj.optimizer_state(step) if opt_step and state_keys(traj.manifest["optimizer"]) else {}
+    load_state(setup, traj.manifest["optimizer"], traj.theta(step), traj.buffers(step), opt, opt_step,
+               where=str(traj.run_dir))
+
+
+def load_state(setup: Setup, opt_info: dict, theta: dict, buffers: dict, opt: dict, opt_step: int,
+               where: str = "the run") -> None:
+    """Put θ, buffers and the optimiser state (store names without prefix) into model and optimiser."""
     named = dict(setup.model.named_parameters())
     with torch.no_grad():
         for name, p in named.items():
@@ -99,20 +106,39 @@ def restore(setup: Setup, traj: Trajectory, step: int, opt_step: int) -> None:
         for name, b in setup.model.named_buffers():
             if name in buffers:
                 b.copy_(buffers[name])
-    if opt_step == 0:
-        return
-    keys = state_keys(traj.manifest["optimizer"])
-    if not keys:
-        return  # plain SGD keeps no state
-    opt = traj.optimizer_state(step)
+    setup.optimizer.state.clear()
+    keys = state_keys(opt_info)
+    if opt_step == 0 or not keys:
+        return  # fresh optimiser, or plain SGD which keeps no state
     if not opt:
-        raise TelecliError(f"{traj.run_dir} stored no optimiser state; it cannot be resumed or branched")
+        raise TelecliError(f"{where} stored no optimiser state; it cannot be resumed, branched or replayed")
     scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     for name, p in named.items():
         state = {key: opt[f"{name}.{key}"].to(device=p.device, dtype=p.dtype).clone() for key in keys}
-        if traj.manifest["optimizer"]["name"] != "sgd":
+        if opt_info["name"] != "sgd":
             state["step"] = torch.tensor(float(opt_step), dtype=scalar)
         setup.optimizer.state[p] = state
+
+
+def train_step(setup: Setup, cfg: RunConfig, order: BatchOrder, t: int) -> tuple[np.ndarray | None, float]:
+    """One optimiser step t ≥ 1 (batch B_t, γ_t, augmentation seeded by (seed, t)); returns (B_t, loss).
+    A non-finite loss is returned without stepping. Replaying a run calls this same function."""
+    device = setup.x_train.device
+    idx = order(t)
+    sel = None if idx is None else torch.as_tensor(idx, device=device)
+    xb = setup.x_train if sel is None else setup.x_train[sel]
+    yb = setup.y_train if sel is None else setup.y_train[sel]
+    if cfg.train.augment and xb.dim() == 4:
+        xb = crop_flip(xb.cpu(), torch.Generator().manual_seed(cfg.seed * 1_000_003 + t)).to(device)
+    for g in setup.optimizer.param_groups:
+        g["lr"] = learning_rate(cfg.train, t)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(cfg.train.loss, setup.model(xb), yb)
+    value = float(loss.detach())
+    if np.isfinite(value):
+        loss.backward()
+        setup.optimizer.step()
+    return idx, value
 
 
 def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
@@ -166,27 +192,15 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
         restore(setup, Trajectory(run_dir), last, opt_step=last)
         start = last
     setup.model.train()
-    augment = cfg.train.augment and setup.x_train.dim() == 4
     with Progress(T - start, f"record {run_dir.name}", enabled=progress) as bar:
         for t in range(start + 1, T + 1):
-            idx = order(t)
-            xb = setup.x_train if idx is None else setup.x_train[torch.as_tensor(idx, device=device)]
-            yb = setup.y_train if idx is None else setup.y_train[torch.as_tensor(idx, device=device)]
-            if augment:
-                xb = crop_flip(xb.cpu(), torch.Generator().manual_seed(cfg.seed * 1_000_003 + t)).to(device)
-            for g in setup.optimizer.param_groups:
-                g["lr"] = learning_rate(cfg.train, t)
-            setup.optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(cfg.train.loss, setup.model(xb), yb)
-            value = float(loss.detach())
+            idx, value = train_step(setup, cfg, order, t)
             if not np.isfinite(value):
                 rec.close(f"stopped: non-finite loss at step {t}")
                 raise NonFiniteError(
                     f"non-finite training loss at step {t}; steps 0..{rec.writer.manifest['last_step']} are kept "
                     f"in {run_dir} (lower train.lr or use float64)"
                 )
-            loss.backward()
-            setup.optimizer.step()
             rec.step(idx, loss=value)
             bar.advance(1, loss=value)
     rec.close("complete")

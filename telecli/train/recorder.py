@@ -82,6 +82,22 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return out
 
 
+def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, opt_info: dict[str, Any], step: int,
+             with_optimizer: bool = True) -> dict[str, torch.Tensor]:
+    """θ_t, buffers and optimiser state under their store names (theta.*, buffer.*, opt.*)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    snap = {THETA + n: p.detach() for n, p in params}
+    snap.update({BUFFER + n: b.detach() for n, b in model.named_buffers()})
+    if with_optimizer:
+        for n, p in params:
+            st = optimizer.state.get(p, {})
+            for key in state_keys(opt_info):
+                v = st.get(key)
+                snap[f"{OPT}{n}.{key}"] = torch.zeros_like(p) if v is None else v.detach()
+        snap[OPT + "step"] = torch.tensor(float(step), dtype=torch.float64)
+    return snap
+
+
 def versions() -> dict[str, str]:
     import safetensors
 
@@ -242,17 +258,7 @@ class Recorder:
 
     # -- recording ----------------------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, torch.Tensor]:
-        snap = {THETA + n: p.detach() for n, p in self.params}
-        snap.update({BUFFER + n: b.detach() for n, b in self.buffers})
-        if self.store_opt:
-            keys = state_keys(self.opt_info)
-            for n, p in self.params:
-                st = self.optimizer.state.get(p, {})
-                for key in keys:
-                    v = st.get(key)
-                    snap[f"{OPT}{n}.{key}"] = torch.zeros_like(p) if v is None else v.detach()
-            snap[OPT + "step"] = torch.tensor(float(self.step_count), dtype=torch.float64)
-        return snap
+        return snapshot(self.model, self.optimizer, self.opt_info, self.step_count, self.store_opt)
 
     def is_stored(self, step: int) -> bool:
         if self._schedule is not None:

@@ -1,0 +1,91 @@
+"""Neural network vs gradient-boosted trees on tabular data (paper Figs. 5 and 14; method.md §4.4).
+
+Input: boost.h5 files of ``telecli boost``. One column per data set (root attr ``dataset``; Fig. 5 is
+houses, Fig. 14 superconduct, california, house_sales side by side). x: the proportion p of irregular
+examples in the test mixture. Top: relative MSE (MSE^p_NN − MSE^p_GBT)/(MSE^0_NN − MSE^0_GBT), 1 at
+p = 0. Bottom: the normalised maximum kernel-weight norm of the NN (tangent kernel) and of the GBT
+(tree kernel), with a dashed line at 1 (= the largest weight seen on a training point). Several files
+of one data set (seeds) are averaged: mean ± standard error (sample s.d. / √n) as error bars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from telecli.errors import TelecliError
+from telecli.plots import style
+
+HINT = "telecli boost DATA --target COL --out DIR"
+NN_COLOUR = style.RED
+GBT_COLOUR = style.BLUE
+
+
+def _dataset(f: h5py.File, name: str) -> str:
+    v = f.attrs.get("dataset")
+    if isinstance(v, bytes):
+        v = v.decode()
+    return str(v) if v else Path(name).parent.name or Path(name).stem
+
+
+def _mean_se(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(rows, dtype=float)
+    mean = np.nanmean(a, axis=0) if np.isfinite(a).any() else np.full(a.shape[1], np.nan)
+    k = np.isfinite(a).sum(axis=0)
+    sd = np.nanstd(a, axis=0, ddof=1) if a.shape[0] > 1 else np.zeros(a.shape[1])
+    se = np.where(k > 1, sd / np.sqrt(np.maximum(k, 1)), 0.0)
+    return mean, se
+
+
+def collect(files: list[h5py.File], names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Data set → proportions and mean ± s.e. of each metric over its files (seeds), in file order."""
+    groups: dict[str, list[tuple[h5py.File, str]]] = {}
+    for f, name in zip(files, names):
+        groups.setdefault(_dataset(f, name), []).append((f, name))
+    out = {}
+    for ds, members in groups.items():
+        p0 = style.read(members[0][0], "metrics/proportions")
+        series: dict[str, list[np.ndarray]] = {"relative_mse": [], "kernel_norm_nn": [], "kernel_norm_gbt": []}
+        for f, name in members:
+            p = style.read(f, "metrics/proportions")
+            if p.shape != p0.shape or not np.allclose(p, p0):
+                raise TelecliError(f"{name}: proportions {p.tolist()} differ from {members[0][1]}'s {p0.tolist()} "
+                                   f"(same data set '{ds}'); rerun telecli boost with the same --proportions")
+            for k in series:
+                series[k].append(style.read(f, f"metrics/{k}"))
+        entry = {"p": p0, "n": np.array(len(members))}
+        for k, rows in series.items():
+            entry[k], entry[k + "_se"] = _mean_se(rows)
+        out[ds] = entry
+    return out
+
+
+@style.requires("metrics/proportions", "metrics/relative_mse", "metrics/kernel_norm_nn", "metrics/kernel_norm_gbt",
+                hint=HINT)
+def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, **_) -> None:
+    names = names or [f"file {i + 1}" for i in range(len(files))]
+    data = collect(files, names)
+    cols = len(data)
+    with style.house_style():
+        fig, axes = style.new_figure(2, cols, size=(max(3.2, 2.9 * cols), 5.0), squeeze=False, sharex=True)
+        for j, (ds, e) in enumerate(data.items()):
+            top, bottom = axes[0, j], axes[1, j]
+            p = e["p"]
+            seeds = int(e["n"])
+            top.errorbar(p, e["relative_mse"], yerr=e["relative_mse_se"] if seeds > 1 else None, color="0.2",
+                         marker="o", label="NN vs GBT")
+            top.axhline(1.0, color=style.GRAY, lw=0.8, ls=":")
+            top.set_title(ds + (f"  ({seeds} seeds)" if seeds > 1 else ""), loc="left")
+            bottom.errorbar(p, e["kernel_norm_nn"], yerr=e["kernel_norm_nn_se"] if seeds > 1 else None,
+                            color=NN_COLOUR, marker="o", label="NN (tangent kernel)")
+            bottom.errorbar(p, e["kernel_norm_gbt"], yerr=e["kernel_norm_gbt_se"] if seeds > 1 else None,
+                            color=GBT_COLOUR, marker="s", label="GBT (tree kernel)")
+            bottom.axhline(1.0, color=style.GRAY, lw=0.8, ls="--")
+            bottom.set_xlabel("proportion p of irregular test examples")
+            if j == 0:
+                top.set_ylabel("relative MSE")
+                bottom.set_ylabel("normalised max kernel norm")
+                style.legend(bottom)
+        style.save(fig, out)
