@@ -4,8 +4,8 @@
 
 1. Overhead = wall time of ``run_training`` storing θ_t (with the per-step records) at *every* step
    ÷ wall time of the same training loop without a store. Both sides time the same work: ``build`` (data,
-   θ_0, optimiser) and T steps of one loop body — the baseline is ``run_training``'s loop with the
-   Recorder calls taken out. Two float64 MLPs on digits (3 vs 5, batch 100, plain SGD):
+   θ_0, optimiser) and T calls of the same ``train_step`` — the baseline is ``run_training``'s loop with
+   the Recorder calls taken out. Two float64 MLPs on digits (3 vs 5, batch 100, plain SGD):
    (a) the digits preset (telecli/presets/digits-sgd.toml: depth 3, width 200, 53k parameters) and
    (b) depth 3, width 400 (187k parameters). Median of ``--repeats`` alternating runs. Target ≤ 1.3×.
 2. Read throughput: θ_t of the recorded run streamed with ``Trajectory.iter_states()`` (MB of θ per second)
@@ -37,32 +37,20 @@ import torch
 
 from telecli import config as config_mod
 from telecli.store.trajectory import Trajectory
-from telecli.train.loop import BatchOrder, build, run_training
-from telecli.train.optim import learning_rate, loss_fn
+from telecli.train.loop import BatchOrder, build, run_training, train_step
 
 PRESET = Path(__file__).resolve().parent.parent / "telecli" / "presets" / "digits-sgd.toml"
 
 
 def plain_training(cfg) -> None:
-    """``run_training``'s loop (loop.py) without the Recorder: the baseline."""
-    device = torch.device("cpu")
-    setup = build(cfg, device)
-    T = cfg.train.steps
+    """``run_training``'s loop (loop.py: the same ``train_step`` per step) without the Recorder: the baseline."""
+    setup = build(cfg, torch.device("cpu"))
     order = BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, cfg.seed)
     setup.model.train()
-    for t in range(1, T + 1):
-        idx = order(t)
-        xb = setup.x_train if idx is None else setup.x_train[torch.as_tensor(idx, device=device)]
-        yb = setup.y_train if idx is None else setup.y_train[torch.as_tensor(idx, device=device)]
-        for g in setup.optimizer.param_groups:
-            g["lr"] = learning_rate(cfg.train, t)
-        setup.optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(cfg.train.loss, setup.model(xb), yb)
-        value = float(loss.detach())
+    for t in range(1, cfg.train.steps + 1):
+        _, value = train_step(setup, cfg, order, t)
         if not np.isfinite(value):
             raise RuntimeError("non-finite loss")
-        loss.backward()
-        setup.optimizer.step()
 
 
 def timed(fn, *args, **kwargs) -> float:

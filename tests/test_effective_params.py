@@ -138,3 +138,20 @@ def test_cross_entropy_run_is_refused(tmp_path):
     run = run_training(cfg, tmp_path / "run", progress=False)
     with pytest.raises(TelecliError, match="squared loss"):
         run_telescope(run, effective_params=True, progress=False)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "adamw"])
+def test_update_components_sum_to_the_telescoping_increment(tmp_path, opt):
+    """gradient + momentum + weight decay + θ₀ decay = ∇f(x)ᵀΔθ_t = f̃_t − f̃_{t−1} (to 1e-12)."""
+    train = {**OPTIMISERS[opt], "weight_decay": 0.1}
+    cfg = config.from_dict({"name": opt, "task": {"name": "digits"}, "model": {"name": "mlp", "width": 12},
+                            "train": {"batch_size": 64, "steps": 8, **train}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    d = read(run_telescope(run, effective_params=True, progress=False))
+    names = {"gradient", "weight_decay", "theta0_decay"} | ({"momentum"} if opt != "sgd" else set())
+    for split in ("train", "test"):
+        got = {n.split("/")[-1] for n in d if n.startswith(f"{split}/components/")}
+        assert got == names
+        total = sum(d[f"{split}/components/{n}"][1:] for n in names)
+        np.testing.assert_allclose(total, np.diff(d[f"{split}/telescoped"], axis=0), rtol=0, atol=1e-12)
+        assert np.abs(d[f"{split}/components/theta0_decay"][1:]).max() > 0

@@ -38,15 +38,78 @@ def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsiz
     return total * itemsize
 
 
-def datasets(splits, sizes: dict[str, int], S: int, k: int) -> dict:
+def component_names(opt: dict) -> list[str]:
+    """The update components of Δf̃_t for this optimiser (method.md §1.6 'design choices')."""
+    names = ["gradient"]
+    if opt["name"] != "sgd" or opt.get("momentum"):
+        names.append("momentum")
+    if opt.get("weight_decay"):
+        names += ["weight_decay", "theta0_decay"]
+    return names
+
+
+def component_vectors(opt: dict, lr: float, step: int, theta_prev, theta_t, state_prev: dict, state_t: dict,
+                      theta0_share) -> dict[str, torch.Tensor]:
+    """Split the realised Δθ_t into parameter-space directions whose images under ∇f(x)ᵀ are the update
+    components of Δf̃_t (they sum to Δθ_t exactly):
+
+    * momentum: the carry-over of earlier steps (SGD: −γβ·buf_{t−1}; Adam(W): −γβ₁ m_{t−1}/((1−β₁ᵗ)φ_t));
+    * weight decay: −γλθ_{t−1} (Adam with coupled decay: through the preconditioner), split into the
+      θ₀ decay — the same map applied to a_{t−1}θ₀ with a_t = Π_{s≤t}(1−γ_sλ), the share of the decayed
+      initialisation — and the rest;
+    * gradient: what remains, the current batch gradient's term.
+    ``state_*`` are flat optimiser-state vectors by key (momentum_buffer / exp_avg / exp_avg_sq)."""
+    lam = opt.get("weight_decay", 0.0)
+    name = opt["name"]
+    out: dict[str, torch.Tensor] = {}
+    zero = torch.zeros_like(theta_prev)
+
+    def decay(v):
+        return -lr * lam * v
+
+    if name == "sgd":
+        beta = opt.get("momentum", 0.0)
+        if beta:
+            out["momentum"] = -lr * beta * state_prev.get("momentum_buffer", zero)
+    else:
+        b1, b2 = opt["betas"]
+        phi = state_t["exp_avg_sq"].sqrt() / (1 - b2**step) ** 0.5 + opt["eps"]
+        c1 = 1 - b1**step
+        out["momentum"] = -lr * b1 * state_prev.get("exp_avg", zero) / (c1 * phi)
+        if name == "adam":
+            def decay(v):  # noqa: F811 — coupled decay passes through Adam's moments and preconditioner
+                return -lr * (1 - b1) * lam * v / (c1 * phi)
+    if lam:
+        total = decay(theta_prev)
+        out["theta0_decay"] = decay(theta0_share)
+        out["weight_decay"] = total - out["theta0_decay"]
+    out["gradient"] = (theta_t - theta_prev) - sum(out.values(), zero)
+    return out
+
+
+def datasets(splits, sizes: dict[str, int], S: int, k: int, opt: dict | None = None) -> dict:
     out = {}
     for s in splits:
+        for c in component_names(opt) if opt else []:
+            out[f"{s}/components/{c}"] = ((S, sizes[s], k), "f8")
         out[f"{s}/smoother"] = ((S, sizes[s], k), "f8")
         out[f"{s}/smoother_sq_norm"] = ((S, sizes[s]), "f8")
         out[f"{s}/kernel_norm"] = ((S, sizes[s]), "f8")
     out["train/smoother_trace"] = ((S,), "f8")
     out["parameter_gap"] = ((S,), "f8")
     return out
+
+
+def _jvp(model, params: dict, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """∇_θ f(x)ᵀ v for a flat direction v (parameters in ``params`` order)."""
+    from telecli.lens.functional import jvp_directions
+
+    tangent, offset = {}, 0
+    for name, p in params.items():
+        tangent[name] = v[offset : offset + p.numel()].reshape(1, *p.shape)
+        offset += p.numel()
+    buffers = dict(model.named_buffers())
+    return jvp_directions(model, params, buffers, x, tangent)[0]
 
 
 def _to_rows(K: torch.Tensor) -> torch.Tensor:
@@ -109,6 +172,15 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             momentum = -flatten({name: st[f"{name}.{key}"].to(dev, dtype) for name in theta0})
         state = sm.ParameterState(flatten(theta0), nk, momentum, need_theta=True,
                                   need_momentum=opt["name"] != "sgd" or bool(opt.get("momentum")))
+
+    theta_first = flatten(theta0)
+    decay_share = 1.0  # a_t = Π (1 − γ_s λ): the share of θ_0 left after decay
+
+    def flat_state(st_):
+        ost = st_.get(OPT, {})
+        keys = {k_.split(".")[-1] for k_ in ost if "." in k_}
+        return {key: flatten({name: ost[f"{name}.{key}"].to(dev, dtype) for name in names}) for key in keys
+                if all(f"{name}.{key}" in ost for name in names)}
 
     meta = traj.meta()
     train_rows = torch.as_tensor(idx["train"], device=dev) if "train" in idx else None
@@ -190,7 +262,19 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 s_eval[s] += upd[s][0]
                 c_eval[s] += upd[s][1]
             if t in row_of:
-                write(t, norms, flatten({name: st[THETA][name].to(dev, dtype) for name in names}))
+                theta_t = flatten({name: st[THETA][name].to(dev, dtype) for name in names})
+                write(t, norms, theta_t)
+                vecs = component_vectors(opt, lr, int(t), flatten(params), theta_t, flat_state(st_prev),
+                                         flat_state(st), decay_share * theta_first)
+                for s in X:
+                    if general:
+                        J = J_eval[s] if s != "train" else J_train[sm.batch_rows(train_rows, k)]
+                        comp = {c: J @ v for c, v in vecs.items()}
+                    else:
+                        comp = {c: _jvp(model, params, X[s], v) for c, v in vecs.items()}
+                    for c, v in comp.items():
+                        writer[f"{s}/components/{c}"][row_of[t]] = v.reshape(X[s].shape[0], k).double().cpu().numpy()
+            decay_share *= 1.0 - lr * opt.get("weight_decay", 0.0)
             prev = (t, st)
             bar.advance(1)
     for s in X:

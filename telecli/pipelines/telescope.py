@@ -102,7 +102,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     if effective_params:
         from telecli.pipelines.smoother import datasets as smoother_datasets
 
-        datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k))
+        datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k, traj.manifest["optimizer"]))
     fixed = {"steps": out_steps}
     for s in splits:
         fixed[f"{s}/index"] = idx[s].astype(np.int64)
