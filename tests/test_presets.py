@@ -37,8 +37,8 @@ EXPERIMENTS = [
     "tabular-nn",
     "resnet20-lmc",
 ]
-SMALL = sorted(SAMPLE.glob("*.toml"))  # the experiments' small variants and digits-small.toml
-PAPER_PRESETS = sorted(PAPER.glob("*.toml"))
+SMALL = sorted(p for p in SAMPLE.glob("*.toml") if not p.name.startswith("boost-"))  # the experiments' small variants and digits-small.toml
+PAPER_PRESETS = sorted(p for p in PAPER.glob("*.toml") if not p.name.startswith("boost-"))  # boost-*: telecli boost configs
 SHIPPED = SAMPLE / "digits-small"
 
 
