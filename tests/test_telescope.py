@@ -183,7 +183,7 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path):
     args = [sys.executable, "-m", "telecli", "telescope", str(run), "--out", str(out), "--quiet",
             "--max-memory", "64M"]
     # the reference in a process like the resumed ones: BLAS rounding depends on the thread count
-    r = subprocess.run(args[:4] + ["--out", str(tmp_path / "whole.h5")] + args[6:], capture_output=True, text=True)
+    r = subprocess.run(args[:5] + ["--out", str(tmp_path / "whole.h5")] + args[7:], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     whole = read(tmp_path / "whole.h5")
     # SIGKILL after the 2nd block, then (resumed) after 2 more; then let it finish
