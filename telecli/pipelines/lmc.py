@@ -442,7 +442,7 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
                     bn: str = "interpolate", points: str | int = "all", gradients: bool = True,
                     delta: int | None = None, grad_points: int = 256, reduction: str = "mean", seed: int = 0,
                     bn_points: str | int = "all", device: str | None = None, max_memory: str | None = None,
-                    overwrite: bool = False, progress: bool = True, batched: bool = True) -> Path:
+                    overwrite: bool = False, progress: bool = True, batched: bool = False) -> Path:
     """Interpolate every pair of a spawn directory (or two runs) and write the results file."""
     if bn not in BN_MODES:
         raise TelecliError(f"--bn must be one of {', '.join(BN_MODES)}, got '{bn}'")
