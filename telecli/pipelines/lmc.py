@@ -514,8 +514,11 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
     if grad is not None:
         datasets["gradients/change"] = ((S, len(grad.layers)), "f8")
         fixed.update(grad.fixed())
+    family = cfg  # the run family's configuration: the parent's when known (children differ in seed/name/store)
+    if src.parent is not None:
+        family = read_manifest(src.parent).get("config") or cfg
     attrs = {"format": RESULTS_FORMAT, "source": src.label, "parent": str(src.parent) if src.parent else "",
-             "parent_run_id": _parent_id(src.parent), "config": json.dumps(cfg), "loss": kind, "bn": bn,
+             "parent_run_id": _parent_id(src.parent), "config": json.dumps(family), "loss": kind, "bn": bn,
              "alpha_spec": alpha, "points": str(points), "seed": seed, "device": str(dev), "dtype": str(dtype)[6:],
              "bn_note": ("running statistics interpolated like the parameters" if bn == "interpolate" else
                          f"running statistics re-estimated on {bn_points} training points (batches of {bn_batch}, "
