@@ -237,6 +237,5 @@ def test_bad_arguments_are_one_line_errors(case):
 
 def test_auto_prefers_structured_when_every_parameter_has_a_rule(case, mixed):
     name, net, x1, x2, *_ = case
-    expected = "jacobian" if name == "poly" else "structured"  # PolyNet's raw weight has no rule
-    assert choose_strategy(net, x1, x2) == expected
+    assert choose_strategy(net, x1, x2) == "structured"  # PolyNet's θ is an nn.Linear without bias
     assert choose_strategy(mixed[0], mixed[1], mixed[2]) in ("jacobian", "ntk-vp")

@@ -261,7 +261,10 @@ def test_linear_in_parameters_has_no_barrier(tmp_path):
     the (convex) squared loss has no barrier."""
     run = tiny(tmp_path, "features", {"name": "features", "width": 40}, steps=20)
     spawn = tmp_path / "spawn"
-    ok("lmc", "spawn", run, "--at", "0,5", "--out", spawn, "--quiet")
+    ok("lmc", "spawn", run, "--at", "0,5", "--out", spawn, "--quiet", "--shard", "0/2")  # two jobs share the children
+    assert sorted(p.parent.relative_to(spawn).as_posix() + "/" + p.name for p in spawn.glob("t*/pair*/*")) == \
+        ["t0/pair0/a", "t5/pair0/a"]
+    ok("lmc", "spawn", run, "--at", "0,5", "--out", spawn, "--quiet", "--shard", "1/2")
     ok("lmc", "interpolate", spawn, "--alpha", "0:1:11", "--quiet")
     d = read(spawn / "lmc.h5")
     wl, el, ml = d["curves/weight_loss"], d["curves/ensemble_loss"], d["curves/mean_loss"]
@@ -322,6 +325,25 @@ def test_spawn_resumes_after_sigkill(small, tmp_path):
     # a further rerun has nothing to do; asking for more pairs adds them to the index
     index = json.loads((out / "spawn.json").read_text())
     assert [c["dir"] for c in index["children"]] == ["t20/pair0/a", "t20/pair0/b"]
+
+
+def test_interpolate_resumes_after_kill(small, tmp_path):
+    """SIGKILL `lmc interpolate` after its first spawn step (results-file fault injection); the rerun
+    continues the partial file and writes the same results as the uninterrupted run."""
+    out = tmp_path / "lmc.h5"
+    args = ["lmc", "interpolate", small.spawn, "--out", out, "--quiet", "--device", "cpu"]
+    r = subprocess.run([sys.executable, "-m", "telecli", *map(str, args)],
+                       env={**SUBPROCESS_ENV, "TELECLI_KILL_AFTER_CHECKPOINTS": "1"})
+    assert r.returncode == -signal.SIGKILL
+    assert not out.exists() and out.with_name("lmc.h5.partial").is_file()
+    ok(*args)
+    got, ref = read(out), read(small.results)
+    assert got.keys() == ref.keys()
+    for name in ref:
+        if ref[name].dtype.kind == "f":
+            assert np.array_equal(got[name], ref[name], equal_nan=True), name
+        else:
+            assert np.array_equal(got[name], ref[name]), name
 
 
 # ------------------------------------------------------------------------------------------ BatchNorm

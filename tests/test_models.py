@@ -128,7 +128,7 @@ def test_polynet_matches_hand_computation():
     eps = 0.3
     torch.manual_seed(0)
     net = build("poly", [2], 2, epsilon=eps, hidden=3).double()
-    theta = net.weight.detach().numpy()  # (3, 2)
+    theta = net.hidden.weight.detach().numpy()  # (3, 2)
     assert theta.shape == (3, 2)
     x = np.array([[0.5, -1.0], [2.0, 0.25]])
     expected = np.empty(2)

@@ -140,23 +140,26 @@ def curves(f_weight: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor, alphas:
     )
 
 
-def barriers(c: Curves, alphas: torch.Tensor) -> dict[str, float]:
-    """The scalar metrics of one pair (§5.2):
+def barriers(c: Curves, alphas: torch.Tensor, over: torch.Tensor | None = None) -> dict[str, float]:
+    """The scalar metrics of one pair (§5.2), maxima over the rows ``over`` of ``alphas`` (all by default;
+    the α grid when extra values such as 0.5 were evaluated too):
 
     * ``acc_barrier``  max_α [α Acc_A + (1−α) Acc_B − Acc(θ_α)]   (main text, Fig. 6 (1); FDRC20's
       instability), ``loss_barrier`` max_α [ℓ(θ_α) − (α ℓ_A + (1−α) ℓ_B)]  (the LMC definition's sup);
     * ``acc_gap_mid`` / ``loss_gap_mid``: the same differences at α = 0.5 (App. C.3's reading: mean
       accuracy of the children minus that of their average); NaN when 0.5 is not among ``alphas``;
-    * ``prediction_gap_max`` max_α of :func:`prediction_gap` (Eq. 10).
-    Both barriers are ≥ 0 when the grid holds α = 0 or 1 (the difference is 0 there)."""
+    * ``prediction_gap_max`` / ``prediction_gap_mid``: :func:`prediction_gap` (Eq. 10), max and at 0.5.
+    Both barriers are ≥ 0 when the rows hold α = 0 or 1 (the difference is 0 there)."""
     acc_diff = c.mean_acc - c.weight_acc
     loss_diff = c.weight_loss - c.mean_loss
-    mid = torch.nonzero(torch.isclose(alphas, torch.tensor(0.5, dtype=alphas.dtype), atol=1e-12, rtol=0))
+    rows = slice(None) if over is None else over
+    mid = torch.nonzero(torch.isclose(alphas, torch.tensor(0.5, dtype=alphas.dtype, device=alphas.device),
+                                      atol=1e-12, rtol=0))
     at = (lambda v: float(v[int(mid[0])])) if len(mid) else (lambda v: float("nan"))
     return {
-        "acc_barrier": float(acc_diff.max()), "loss_barrier": float(loss_diff.max()),
+        "acc_barrier": float(acc_diff[rows].max()), "loss_barrier": float(loss_diff[rows].max()),
         "acc_gap_mid": at(acc_diff), "loss_gap_mid": at(loss_diff),
-        "prediction_gap_max": float(c.prediction_gap.max()),
+        "prediction_gap_max": float(c.prediction_gap[rows].max()), "prediction_gap_mid": at(c.prediction_gap),
     }
 
 

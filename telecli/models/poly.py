@@ -14,10 +14,11 @@ class PolyNet(nn.Module):
         super().__init__()
         d = math.prod(input_shape)
         self.epsilon = float(epsilon)
-        self.weight = nn.Parameter(torch.randn(hidden, d))  # θ ∈ R^{n_h × d}, N(0, 1) entries
+        self.hidden = nn.Linear(d, hidden, bias=False)  # θ ∈ R^{n_h × d}: rows θ_j
+        nn.init.normal_(self.hidden.weight)  # N(0, 1) entries
         self.output_dim = output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(1) @ self.weight.T
+        h = self.hidden(x.flatten(1))
         phi = h + 0.5 * self.epsilon * h * h
         return phi.mean(dim=1, keepdim=True).expand(-1, self.output_dim)

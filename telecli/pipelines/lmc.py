@@ -94,6 +94,19 @@ def parse_alpha(spec: str) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
+def parse_points(spec: str | int | None, option: str) -> str | int:
+    """'all' or a positive count."""
+    if spec in (None, "all"):
+        return "all"
+    try:
+        n = int(spec)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise TelecliError(f"{option} expects a positive number or 'all', got '{spec}'")
+    return n
+
+
 def child_seed(parent_seed: int, t: int, pair: int, side: str) -> int:
     """Data-order seed of a child: a hash of (parent seed, t', pair, side), in [0, 2³¹)."""
     blob = json.dumps([int(parent_seed), int(t), int(pair), str(side)]).encode()
@@ -293,8 +306,8 @@ def collect(sources: list[str | Path]) -> Source:
         out = paths[0]
         index = _load_index(out)
         parent = None
-        for cand in (out / index["parent"], Path(index.get("parent_abs", ""))):
-            if str(cand) and (cand / MANIFEST).is_file():
+        for cand in [out / index["parent"]] + ([Path(index["parent_abs"])] if index.get("parent_abs") else []):
+            if (cand / MANIFEST).is_file():
                 parent = cand
                 break
         by: dict[tuple[int, int], dict[str, dict]] = {}
@@ -340,7 +353,7 @@ def check_children(pairs: list[Pair]) -> list[Trajectory]:
             if not (d / MANIFEST).is_file():
                 raise TelecliError(f"child {d} has not been trained yet; run 'telecli lmc spawn' (same options) "
                                    f"to create it")
-            tr = Trajectory(d)
+            tr = Trajectory(d, check_hashes=True)
             if not tr.complete:
                 raise TelecliError(f"child {d} is not complete (status {tr.manifest.get('status')}); rerun "
                                    f"'telecli lmc spawn' with the same options to finish it")
@@ -449,6 +462,7 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
     if reduction not in REDUCTIONS:
         raise TelecliError(f"--logits must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
     grid = parse_alpha(alpha)
+    points, bn_points = parse_points(points, "--points"), parse_points(bn_points, "--bn-points")
     src = collect(sources)
     trajs = check_children(src.pairs)
     out = Path(out) if out else default_results(src)
@@ -474,14 +488,14 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
         x_bn = data["x_train"][torch.as_tensor(bn_idx)].to(dev, dtype)
 
     steps = sorted({p.t for p in src.pairs})
-    row_of = {t: i for i, t in enumerate(steps)}
-    n_pairs = {t: sum(1 for p in src.pairs if p.t == t) for t in steps}
+    groups = {t: [(i, p) for i, p in enumerate(src.pairs) if p.t == t] for t in steps}  # i: index into pairs
+    n_pairs = {t: len(g) for t, g in groups.items()}
     K = max(n_pairs.values())
     S, A = len(steps), len(grid)
     eval_alpha = np.unique(np.concatenate([grid, [0.0, 0.5, 1.0]]))
     grid_rows = np.searchsorted(eval_alpha, grid)
     alphas = torch.as_tensor(eval_alpha, dtype=dtype, device=dev)
-    i0, i1, imid = (int(np.searchsorted(eval_alpha, v)) for v in (0.0, 1.0, 0.5))
+    i0, i1 = (int(np.searchsorted(eval_alpha, v)) for v in (0.0, 1.0))
 
     # gradient change from the parent's trajectory
     grad = None
@@ -490,15 +504,12 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
     elif gradients and progress:
         print("lmc interpolate: no parent run found, gradient change skipped", flush=True)
 
-    slot = {}
     seeds = np.full((S, K, 2), -1, dtype=np.int64)
     dirs = np.full((S, K, 2), "", dtype=object)
-    for p in src.pairs:
-        r = row_of[p.t]
-        j = sum(1 for q in src.pairs if q.t == p.t and (q.pair < p.pair))
-        slot[(p.t, p.pair)] = (r, j)
-        seeds[r, j] = p.seeds
-        dirs[r, j] = (_rel(p.a, src.spawn_dir), _rel(p.b, src.spawn_dir))
+    for r, t in enumerate(steps):
+        for j, (_, p) in enumerate(groups[t]):
+            seeds[r, j] = p.seeds
+            dirs[r, j] = (_rel(p.a, src.spawn_dir), _rel(p.b, src.spawn_dir))
 
     key = json.dumps({"children": [(t.manifest["run_id"], t.shards[-1].sha256) for t in trajs], "alpha": list(grid),
                       "bn": bn, "points": str(points), "seed": seed, "gradients": grad is not None,
@@ -531,30 +542,23 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
         theta0, buf0 = _state(trajs[0], trajs[0].last_step, dev, dtype)
         evaluate = _Evaluator(model, x, theta0, buf0, dev, max_memory, len(eval_alpha), batched)
         done = -1 if writer.resumed_from is None else writer.resumed_from
-        with Progress(S - done - 1, f"lmc interpolate {Path(src.label).name}", enabled=progress) as bar:
+        name = src.spawn_dir.name if src.spawn_dir is not None else "pair"
+        on_grid = torch.as_tensor(grid_rows, device=dev)
+        with Progress(S - done - 1, f"lmc interpolate {name}", enabled=progress) as bar:
             for r, t in enumerate(steps):
                 if r <= done:
                     continue
-                for p in [q for q in src.pairs if q.t == t]:
-                    _, j = slot[(p.t, p.pair)]
-                    ta, tb = trajs[2 * src.pairs.index(p)], trajs[2 * src.pairs.index(p) + 1]
+                for j, (i, p) in enumerate(groups[t]):
+                    ta, tb = trajs[2 * i], trajs[2 * i + 1]
                     th_a, b_a = _state(ta, ta.last_step, dev, dtype)
                     th_b, b_b = _state(tb, tb.last_step, dev, dtype)
                     f_w = interpolate_pair(model, th_a, b_a, th_b, b_b, alphas, evaluate, bn, x_bn, bn_batch)
                     _non_finite(f_w, p)
                     c = lens.curves(f_w, f_w[i1], f_w[i0], alphas, y, kind)
-                    sub = lens.Curves(**{name: v[torch.as_tensor(grid_rows, device=v.device)]
-                                         for name, v in c.as_dict().items()})
-                    on_grid = lens.barriers(sub, torch.as_tensor(grid, dtype=dtype))
-                    full = lens.barriers(c, alphas)
-                    for name, v in sub.as_dict().items():
-                        writer[f"curves/{name}"][r, j] = v.double().cpu().numpy()
-                    values = {"acc_barrier": on_grid["acc_barrier"], "loss_barrier": on_grid["loss_barrier"],
-                              "acc_gap_mid": full["acc_gap_mid"], "loss_gap_mid": full["loss_gap_mid"],
-                              "prediction_gap_max": on_grid["prediction_gap_max"],
-                              "prediction_gap_mid": float(c.prediction_gap[imid])}
-                    for name, v in values.items():
-                        writer[f"metrics/{name}"][r, j] = v
+                    for curve, v in c.as_dict().items():
+                        writer[f"curves/{curve}"][r, j] = v[on_grid].double().cpu().numpy()
+                    for metric, v in lens.barriers(c, alphas, over=on_grid).items():
+                        writer[f"metrics/{metric}"][r, j] = v
                     writer["children/loss"][r, j] = [float(c.weight_loss[i1]), float(c.weight_loss[i0])]
                     writer["children/acc"][r, j] = [float(c.weight_acc[i1]), float(c.weight_acc[i0])]
                 if grad is not None:

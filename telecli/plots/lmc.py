@@ -26,9 +26,9 @@ def _strings(f: h5py.File, name: str) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in f[name][...]]
 
 
-def _t_axis(ax, t: np.ndarray) -> None:
+def _t_axis(ax, log: bool) -> None:
     ax.set_xlabel("spawn step t′")
-    if np.nanmax(t) > 20:
+    if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
     ax.margins(x=0.03)
 
@@ -49,6 +49,7 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], names: list[st
                            f"--figure lmc needs; write it with: {HINT}")
     panels = (1 if with_metrics else 0) + len(with_grads)
     colours = style.palette(len(files))
+    log = max(float(np.nanmax(style.read(f, "spawn_steps"), initial=0)) for f in files) > 20  # one x scale
     with style.house_style():
         fig, axes = style.new_figure(1, panels, size=(3.6 * panels + 0.4, 3.2), squeeze=False)
         axes = list(axes[0])
@@ -61,15 +62,16 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], names: list[st
                 mean = 100 * style.read(f, "summary/acc_barrier_mean")
                 se = 100 * np.nan_to_num(style.read(f, "summary/acc_barrier_se"))
                 mid = 100 * style.read(f, "summary/acc_gap_mid_mean")
-                ax.plot(t[keep], mean[keep], marker="o", color=colours[i], label=f"{labels[i]}: max over α")
+                ax.plot(t[keep], mean[keep], marker="o", color=colours[i], label=labels[i])
                 ax.fill_between(t[keep], (mean - se)[keep], (mean + se)[keep], color=style.lighter(colours[i], 0.6),
                                 lw=0)
-                ax.plot(t[keep], mid[keep], ls=":", color=colours[i], label=f"{labels[i]}: α = 0.5")
-            _t_axis(ax, np.concatenate([style.read(files[i], "spawn_steps") for i in with_metrics]))
+                ax.plot(t[keep], mid[keep], ls=":", color=colours[i])
+            ax.plot([], [], ls=":", color=style.GRAY, label="at α = 0.5")
+            _t_axis(ax, log)
             ax.axhline(0.0, color=style.GRAY, lw=0.8)
             ax.set_ylabel("accuracy decrease of the\nweight-averaged model (%)")
-            ax.set_title("instability", loc="left")
-            style.legend(ax)
+            ax.set_title("max over α (mean ± s.e. over pairs)", loc="left")
+            style.legend(ax, loc="upper right", fontsize=6.5)
         for i, ax in zip(with_grads, axes):
             f = files[i]
             t = style.read(f, "spawn_steps")
@@ -94,7 +96,7 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], names: list[st
                         ls="--" if kind == "batchnorm" else "-", alpha=0.9, label=label)
             ax.plot(t[keep], style.positive(g[:, out_ix])[keep], color="black", lw=2.2,
                     label=f"output layer ({layers[out_ix]})")
-            _t_axis(ax, t[keep] if keep.any() else t)
+            _t_axis(ax, log)
             ax.set_yscale("log")
             delta = f.attrs.get("gradient_delta", "Δ")
             ax.set_ylabel(f"gradient change over {delta} steps\n" + r"mean $(\partial f_{t'+\Delta}-\partial f_{t'})^2$")
