@@ -382,7 +382,10 @@ def test_batchnorm_network_interpolate_and_recompute(tmp_path):
     for mode in ("interpolate", "recompute"):
         files[mode] = read(Path(pipe.run_interpolate([spawn], spawn / f"{mode}.h5", alpha="0:1:5", bn=mode,
                                                      gradients=True, grad_points=2, progress=False)))
+    batched = read(Path(pipe.run_interpolate([spawn], spawn / "vmap.h5", alpha="0:1:5", gradients=False,
+                                             batched=True, progress=False)))  # one vmap over the α stack
     i, r = files["interpolate"], files["recompute"]
+    assert np.allclose(batched["curves/weight_loss"], i["curves/weight_loss"], rtol=1e-5, atol=1e-6)
     for name in ("curves/weight_loss", "curves/weight_acc"):
         assert np.array_equal(i[name][..., [0, -1]], r[name][..., [0, -1]])
     assert np.abs(i["curves/weight_loss"][..., 1:-1] - r["curves/weight_loss"][..., 1:-1]).max() > 1e-6
