@@ -33,43 +33,21 @@ class Task:
         return int(self.y_train.shape[1])
 
 
-def _registry():
-    from telecli.data import digits, poly
+TASKS = ("poly", "digits", "mnist", "cifar10", "svhn", "mnist1d", "tabular")  # modules of telecli.data
 
-    reg = {"digits": digits.load, "poly": poly.load}
-    try:
-        from telecli.data import mnist
 
-        reg["mnist"] = mnist.load
-    except ImportError:
-        pass
-    try:
-        from telecli.data import cifar10
+def _loader(name: str):
+    """The ``load(cfg) -> Task`` function of task ``name`` (its module telecli.data.NAME)."""
+    import importlib
 
-        reg["cifar10"] = cifar10.load
-    except ImportError:
-        pass
-    try:
-        from telecli.data import mnist1d
-
-        reg["mnist1d"] = mnist1d.load
-    except ImportError:
-        pass
-    try:
-        from telecli.data import tabular
-
-        reg["tabular"] = tabular.load
-    except ImportError:
-        pass
-    return reg
+    return importlib.import_module(f"telecli.data.{name}").load
 
 
 def build_task(cfg: TaskConfig) -> Task:
-    """Build the task named by ``cfg.name`` (poly, digits, mnist, cifar10, mnist1d, tabular)."""
-    reg = _registry()
-    if cfg.name not in reg:
-        raise TelecliError(f"unknown task '{cfg.name}' (known: {', '.join(sorted(reg))})")
-    task = reg[cfg.name](cfg)
+    """Build the task named by ``cfg.name`` (one of TASKS)."""
+    if cfg.name not in TASKS:
+        raise TelecliError(f"unknown task '{cfg.name}' (known: {', '.join(TASKS)})")
+    task = _loader(cfg.name)(cfg)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         arr = getattr(task, key)
         if not np.all(np.isfinite(arr)):

@@ -17,22 +17,10 @@ BUILTIN_FACTORY = "telecli.models:build"
 
 
 def _registry():
-    from telecli.models import features, mlp, poly
+    from telecli.models import cnn, features, mlp, poly, resnet20
 
-    reg = {"mlp": mlp.MLP, "poly": poly.PolyNet, "features": features.RandomFeatures}
-    try:
-        from telecli.models import cnn
-
-        reg["cnn"] = cnn.CNN
-    except ImportError:
-        pass
-    try:
-        from telecli.models import resnet20
-
-        reg["resnet20"] = resnet20.ResNet20
-    except ImportError:
-        pass
-    return reg
+    return {"mlp": mlp.MLP, "poly": poly.PolyNet, "features": features.RandomFeatures, "cnn": cnn.CNN,
+            "resnet20": resnet20.ResNet20}
 
 
 def build(name: str, input_shape: list[int], output_dim: int, init_scale: float = 1.0, **kwargs) -> nn.Module:
