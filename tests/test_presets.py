@@ -21,6 +21,7 @@ from telecli.train.loop import run_training
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_runs"
 PAPER = SAMPLE / "paper"
+LMC_PAPER = {"lmc-resnet20", "lmc-resnet20-svhn", "lmc-svhn-pretrain"}  # docs/lmc.md; small twin: lmc-small
 EXPERIMENTS = [
     "approx-sgd",
     "approx-adamw",
@@ -35,7 +36,6 @@ EXPERIMENTS = [
     "mnist-standard-init",
     "mnist-standard-init-sigmoid",
     "tabular-nn",
-    "resnet20-lmc",
 ]
 SMALL = sorted(p for p in SAMPLE.glob("*.toml") if not p.name.startswith("boost-"))  # the experiments' small variants and digits-small.toml
 PAPER_PRESETS = sorted(p for p in PAPER.glob("*.toml") if not p.name.startswith("boost-"))  # boost-*: telecli boost configs
@@ -56,8 +56,8 @@ def one_thread():
 
 
 def test_every_experiment_has_a_small_and_a_paper_variant():
-    assert {p.stem for p in PAPER_PRESETS} == set(EXPERIMENTS)
-    assert {p.stem for p in SMALL} == set(EXPERIMENTS) | {"digits-small"}
+    assert {p.stem for p in PAPER_PRESETS} == set(EXPERIMENTS) | LMC_PAPER
+    assert {p.stem for p in SMALL} == set(EXPERIMENTS) | {"digits-small", "lmc-small"}
 
 
 @pytest.mark.parametrize("path", SMALL + PAPER_PRESETS, ids=_ids(SMALL + PAPER_PRESETS))
@@ -130,7 +130,7 @@ def test_other_paper_presets_follow_the_paper():
     c = load("tabular-nn")
     assert (c.model.depth, c.model.width, c.train.batch_size, c.train.loss, c.train.optimizer) == \
         (3, 64, 128, "mse", "sgd")
-    c = load("resnet20-lmc")
+    c = load("lmc-resnet20")
     assert (c.model.name, c.task.flatten, c.task.grayscale, c.task.downsample, c.task.classes) == \
         ("resnet20", False, False, 0, [])
     assert (c.task.one_hot, c.train.loss, c.train.steps, c.train.batch_size, c.train.momentum) == \
@@ -153,7 +153,7 @@ def test_small_preset_records_and_verifies(path, tmp_path, one_thread):
 
 def test_lmc_small_preset_records_with_augmentation(tmp_path, one_thread):
     """The paper's LMC protocol augments (crop + flip); the small variant turns it off, so exercise it here."""
-    cfg = config.load(SAMPLE / "resnet20-lmc.toml", ["train.steps=3", "train.augment=true", 'device="cpu"'])
+    cfg = config.load(SAMPLE / "lmc-small.toml", ["train.steps=3", "train.augment=true", 'device="cpu"'])
     run = run_training(cfg, tmp_path / "lmc-augment", progress=False)
     assert verify_run(run) == ([], [])
 
@@ -162,7 +162,8 @@ NEEDS_FILES = [p for p in PAPER_PRESETS if config.load(p).task.name in ("mnist",
 
 
 def test_paper_presets_needing_files_are_the_expected_ones():
-    assert {p.stem for p in NEEDS_FILES} == set(EXPERIMENTS) - {"double-descent-mnist1d", "poly-grokking"}
+    assert {p.stem for p in NEEDS_FILES} == (set(EXPERIMENTS) | {"lmc-resnet20", "lmc-resnet20-svhn"}) - {
+        "double-descent-mnist1d", "poly-grokking"}
     for p in NEEDS_FILES:
         assert config.load(p).task.root.startswith("data/"), p.name  # a documented placeholder
 
