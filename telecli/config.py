@@ -83,7 +83,7 @@ class StoreConfig:
     every: int = 1  # store θ_t for t % every == 0 (and the last step)
     log_points: int = 0  # > 0: instead store ~log_points log-spaced steps
     steps: list[int] = field(default_factory=list)  # extra steps always stored (e.g. LMC spawn points)
-    shard_mb: float = 64.0  # target shard size; steps per shard are fixed when the run starts
+    shard_mb: float = 16.0  # target shard size; steps per shard are fixed when the run starts
     optimizer_state: bool = True  # store momentum buffers / Adam moments per stored step
 
 

@@ -134,7 +134,7 @@ class Recorder:
         log_points: int = 0,
         extra_steps: list[int] | tuple = (),
         total_steps: int | None = None,
-        shard_mb: float = 64.0,
+        shard_mb: float = 16.0,
         optimizer_state: bool = True,
         full_batch: bool = False,
         overwrite: bool = False,
