@@ -282,3 +282,40 @@ def test_corrupt_shard_detected_by_hash(tmp_path, small_run):
     shard.write_bytes(bytes(blob))
     with pytest.raises(IntegrityError, match="sha256"):
         Trajectory(bad, check_hashes=True)
+
+
+def make_dropout_net(width: int = 8):
+    """A user factory (importable as test_telescope:make_dropout_net) with an active dropout layer."""
+    return torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.Dropout(0.5), torch.nn.Linear(width, 1))
+
+
+def test_dropout_refused_and_batchnorm_uses_running_statistics(tmp_path):
+    from telecli.train.recorder import Recorder
+
+    torch.manual_seed(0)
+    net = make_dropout_net().double()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(16, 64, dtype=torch.float64), torch.rand(16, 1, dtype=torch.float64)
+    with Recorder(tmp_path / "drop", net, opt, (x, y), (x, y), model_factory="test_telescope:make_dropout_net",
+                  model_kwargs={"width": 8}) as rec:
+        for _ in range(2):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            opt.step()
+            rec.step(None)
+    with pytest.raises(TelecliError, match="layer '1' is dropout"):
+        run_telescope(tmp_path / "drop", progress=False)
+
+    # ResNet-20 (BatchNorm): the actual network is the eval-mode network with the recorded running stats
+    run = record(tmp_path, "bn", {"name": "resnet20"}, {"optimizer": "sgd", "lr": 0.05, "steps": 3},
+                 task={"name": "digits", "flatten": False})
+    d = read(run_telescope(run, points=12, progress=False))
+    traj = Trajectory(run)
+    model = rebuild_network(traj, torch.device("cpu"))
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(traj.buffers(3)[name])
+        out = torch.func.functional_call(model, traj.theta(3), (traj.data()["x_test"][d["test/index"]],))
+    assert not model.training
+    np.testing.assert_allclose(d["test/actual"][-1], out.numpy(), rtol=0, atol=1e-12)
+    assert d["test/approx_error_telescoped"][-1] < d["test/approx_error_linearized"][-1]
