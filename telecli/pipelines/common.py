@@ -129,9 +129,5 @@ def device_for(name: str | None) -> torch.device:
     return resolve_device(name or "auto")
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else 0
-
-
 __all__ = ["rebuild_network", "select_points", "parse_shard", "parse_memory", "plan_memory", "Plan",
-           "activation_elements", "device_for", "ceil_div"]
+           "activation_elements", "device_for"]

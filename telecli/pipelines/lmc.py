@@ -478,7 +478,6 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
     idx = select_points(n_test, points, seed)
     x = data["x_test"][torch.as_tensor(idx)].to(dev, dtype)
     y = data["y_test"][torch.as_tensor(idx)].to(dev, dtype)
-    k = int(y.shape[1])
 
     cfg = ref.manifest.get("config") or {}
     bn_batch = int((cfg.get("train") or {}).get("batch_size") or 128) or 128
