@@ -17,9 +17,7 @@ Everything runs on one thread (two shared cores); the CLI is driven in-process t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import signal
@@ -36,7 +34,7 @@ import torch
 from torch import nn
 
 from telecli import config as config_mod
-from telecli.cli import main as cli_main
+from helpers import cli  # noqa: E402
 from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
 from telecli.pipelines import lmc as pipe
@@ -57,22 +55,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """``telecli ARGS`` through the console-script entry point in this process: (exit code, stdout, stderr)."""
-    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["telecli", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli_main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def ok(*args) -> str:

@@ -9,10 +9,8 @@ seen from outside. Configurations are tiny (poly task, 3-layer MLP of width 12â€
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import io
 import json
 import os
 import random
@@ -29,7 +27,7 @@ import pytest
 import torch
 
 from telecli import config as config_mod
-from telecli.cli import main as cli_main
+from helpers import cli  # noqa: E402
 from telecli.store.atomic import canonical_json
 from telecli.store.trajectory import DATA, MANIFEST, SHARD_DIR, Trajectory
 from telecli.store.verify import verify_run
@@ -77,22 +75,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """Run ``telecli ARGS`` through the console-script entry point in this process: (exit code, stdout, stderr)."""
-    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["telecli", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli_main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_cfg(folder: Path, text: str = BASE) -> Path:

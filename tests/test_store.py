@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 import torch
 
 from telecli import config as config_mod
-from telecli.cli import main as cli_main
+from helpers import cli  # noqa: E402
 from telecli.errors import IntegrityError, TelecliError
 from telecli.store.trajectory import DATA, MANIFEST, SHARD_DIR, Trajectory, stored_steps
 from telecli.store.verify import verify_run
@@ -60,22 +58,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """Run ``telecli ARGS`` through the console-script entry point in this process: (exit code, stdout, stderr)."""
-    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["telecli", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli_main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_cfg(folder: Path, text: str = BASE) -> Path:
