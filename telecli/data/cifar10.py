@@ -94,6 +94,13 @@ def load(cfg: TaskConfig):
         "scaling": "pixel / 255",
         "flatten": bool(cfg.flatten),
     }
+    return finish_rgb(images, index, labels, is_train, classes, cfg, info)
+
+
+def finish_rgb(images: np.ndarray, index: np.ndarray, labels: np.ndarray, is_train: np.ndarray, classes,
+               cfg: TaskConfig, info: dict):
+    """Subsets, label noise and targets on the image indices, then the images of the chosen examples as
+    inputs (shared by the 32×32 RGB tasks: cifar10, svhn)."""
     rng = np.random.default_rng(cfg.seed)
     task = finish_classification(index[is_train], labels[is_train], index[~is_train], labels[~is_train],
                                  cfg, classes, rng, info)

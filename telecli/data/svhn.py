@@ -17,15 +17,14 @@ downsampling (``task.downsample``; 0 keeps 32×32), flattened or (C, H, W) image
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from telecli.config import TaskConfig
-from telecli.data.labels import finish_classification, select_classes
-from telecli.data.mnist import to_inputs
+from telecli.data.cifar10 import finish_rgb
+from telecli.data.labels import select_classes
 from telecli.errors import TelecliError
 
 SOURCE = "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat, test_32x32.mat)"
@@ -140,17 +139,4 @@ def load(cfg: TaskConfig):
         "scaling": "pixel / 255",
         "flatten": bool(cfg.flatten),
     }
-    rng = np.random.default_rng(cfg.seed)
-    task = finish_classification(index[is_train], labels[is_train], index[~is_train], labels[~is_train],
-                                 cfg, classes, rng, info)
-    task.x_train = _inputs(images[task.x_train.astype(np.int64)], cfg)
-    task.x_test = _inputs(images[task.x_test.astype(np.int64)], cfg)
-    return task
-
-
-def _inputs(images: np.ndarray, cfg: TaskConfig) -> np.ndarray:
-    if not cfg.grayscale:
-        return to_inputs(images, cfg)
-    x = to_inputs(images, dataclasses.replace(cfg, flatten=False))
-    x = x.mean(axis=1, keepdims=True)
-    return x.reshape(len(x), -1) if cfg.flatten else x
+    return finish_rgb(images, index, labels, is_train, classes, cfg, info)
