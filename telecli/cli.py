@@ -30,7 +30,7 @@ def _quiet_option():
     return typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 
-@app.command(epilog="Example: telecli record sample_runs/digits-sgd.toml --out runs/digits --set train.lr=0.05")
+@app.command(epilog="Example: telecli record sample_runs/approx-sgd.toml --out runs/sgd --set train.lr=0.05")
 def record(
     config: Path = typer.Argument(..., help="TOML preset (see sample_runs/)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
@@ -51,7 +51,7 @@ def record(
         print(f"recorded {run}  (inspect: telecli info {run})")
 
 
-@app.command(epilog="Example: telecli branch runs/digits --at 50 --seed 1 --out runs/digits-b50-s1")
+@app.command(epilog="Example: telecli branch runs/sgd --at 50 --seed 1 --out runs/sgd-b50-s1")
 def branch(
     run: Path = typer.Argument(..., help="Parent run directory (recorded by telecli record)."),
     at: int = typer.Option(..., "--at", help="Stored step to branch from."),
@@ -78,7 +78,7 @@ def info(run: Path = typer.Argument(..., help="Run directory.")):
     print_info(run)
 
 
-@app.command(epilog="Example: telecli verify runs/digits && echo sound")
+@app.command(epilog="Example: telecli verify runs/sgd && echo sound")
 def verify(run: Path = typer.Argument(..., help="Run directory.")):
     """Re-hash every shard and check the manifest, step continuity and finiteness; exit 1 on any problem."""
     from telecli.store.verify import verify_run
@@ -135,17 +135,20 @@ def merge(
     print(f"wrote {do_merge(parts, out, overwrite=overwrite)}")
 
 
-@app.command(epilog="Examples:\n\n"
-                    "  telecli plot runs/digits/lens.h5 --figure approximation             # Figs. 2, 7 → lens-approximation.png\n\n"
+@app.command(epilog="Figures: approximation (paper Figs. 2, 7), accuracy (8), complexity (4, 11-13), double-descent "
+                    "(3, 9, 10), components, lmc (6), tabular (5, 14).\n\nExamples:\n\n"
+                    "  telecli plot runs/sgd/lens.h5 --figure approximation\n\n"
                     "  telecli plot lr0.01.h5 lr0.05.h5 lr0.2.h5 --figure approximation --out sweep.pdf\n\n"
-                    "  telecli plot runs/digits/lens.h5 --figure accuracy --split test     # Fig. 8\n\n"
-                    "  telecli plot runs/grok/lens.h5 --figure complexity --out grok.svg   # Figs. 4, 11-13\n\n"
-                    "  telecli plot runs/w*/lens.h5 --figure double-descent --x-key model.width   # Figs. 3, 9, 10\n\n"
-                    "  telecli plot runs/mom/lens.h5 --figure components --label 'SGD+momentum'")
+                    "  telecli plot runs/sgd/lens.h5 --figure accuracy --split test\n\n"
+                    "  telecli plot runs/grok/lens.h5 --figure complexity --out grok.svg\n\n"
+                    "  telecli plot runs/w*/lens.h5 --figure double-descent --x-key model.width\n\n"
+                    "  telecli plot runs/mom/lens.h5 --figure components --label 'SGD+momentum'\n\n"
+                    "  telecli plot runs/lmc-lmc/lmc.h5 --figure lmc\n\n"
+                    "  telecli plot runs/boost/boost.h5 --figure tabular")
 def plot(
     files: List[Path] = typer.Argument(..., help="Results files of telecli telescope; several are overlaid."),
     figure: str = typer.Option(..., "--figure", "-f", help="approximation | accuracy | complexity | double-descent "
-                               "| components (an unknown name lists all available)."),
+                               "| components | lmc | tabular (an unknown name lists all available)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file, format by extension: .png (300 dpi), "
                                        ".pdf, .svg (default: FIRST-FILE-STEM-FIGURE.png next to the first file)."),
     label: List[str] = typer.Option([], "--label", help="Legend label of each file, in order (repeatable; default: "
