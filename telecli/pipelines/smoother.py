@@ -226,10 +226,14 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             RS, RC = sm.residual_parts(S_train, c_train, rows, nk)
             norms = {}
             if not general:
-                K_train = _to_rows(tangent_kernel(model, Xtr, Xtr[batch], params=params, strategy=strategy))
+                # one kernel call per step: every training point and the test points against B_t
+                x_all = torch.cat([Xtr] + [X[s] for s in test_splits])
+                K_all = _to_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy))
+                K_train, offset, K_eval = K_all[:nk], nk, {}
+                for s in test_splits:
+                    K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
+                    offset += X[s].shape[0] * k
                 dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr, B)
-                K_eval = {s: _to_rows(tangent_kernel(model, X[s], Xtr[batch], params=params, strategy=strategy))
-                          for s in test_splits}
                 upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr, B) for s in test_splits}
             else:
                 J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
