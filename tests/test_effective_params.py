@@ -155,3 +155,16 @@ def test_update_components_sum_to_the_telescoping_increment(tmp_path, opt):
         total = sum(d[f"{split}/components/{n}"][1:] for n in names)
         np.testing.assert_allclose(total, np.diff(d[f"{split}/telescoped"], axis=0), rtol=0, atol=1e-12)
         assert np.abs(d[f"{split}/components/theta0_decay"][1:]).max() > 0
+
+
+def test_unreliable_smoother_is_flagged(tmp_path, capsys):
+    """A learning rate far past the edge of stability makes the smoother drift from the network: warn."""
+    cfg = config.from_dict({"name": "eos", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16},
+                            "train": {"batch_size": 0, "steps": 40, "lr": 3.0}})
+    run = run_training(cfg, tmp_path / "run", progress=False)
+    run_telescope(run, effective_params=True, progress=False)
+    assert "unreliable" in capsys.readouterr().err
+    cfg.train.lr = 0.05
+    run = run_training(cfg, tmp_path / "ok", progress=False)
+    run_telescope(run, effective_params=True, progress=False)
+    assert "unreliable" not in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -120,10 +121,31 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
             from telecli.pipelines.smoother import run_smoother
 
             run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress)
-        return writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
+        path = writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
     except BaseException:
         writer.close()
         raise
+    if effective_params:
+        warn_if_unreliable(path)
+    return path
+
+
+def warn_if_unreliable(path: Path, tolerance: float = 0.1) -> None:
+    """The smoother (residuals from f̃, Eq. 7) drifting from the network means p is not trustworthy
+    there (e.g. training at the edge of stability, or a loss spike): say so on stderr."""
+    with h5py.File(path, "r") as f:
+        for s in SPLITS:
+            if f"{s}/smoother_gap" not in f:
+                continue
+            gap = f[f"{s}/smoother_gap"][...]
+            scale = float(np.std(f[f"{s}/targets"][...])) or 1.0
+            if np.nanmax(gap, initial=0.0) > tolerance * scale:
+                i = int(np.nanargmax(gap))
+                print(f"telecli: warning: on {s} points the smoother departs from the network by {gap[i]:.3g} "
+                      f"({gap[i] / scale:.0%} of the targets' spread) at step {int(f['steps'][i])}; the effective "
+                      f"parameters are unreliable there (is the learning rate near the edge of stability?)",
+                      file=sys.stderr)
+                return
 
 
 def _state0(traj, first, dev, dtype):
