@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from telecli import config as config_mod
-from helpers import cli  # noqa: E402
+from helpers import assert_one_line_error, cli  # noqa: E402
 from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
 from telecli.pipelines import lmc as pipe
@@ -61,14 +61,6 @@ def ok(*args) -> str:
     code, out, err = cli(*args)
     assert code == 0, err
     return out
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("telecli: error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def read(path: Path) -> dict[str, np.ndarray]:

@@ -27,37 +27,14 @@ import pytest
 import torch
 
 from telecli import config as config_mod
-from helpers import cli  # noqa: E402
+from helpers import assert_one_line_error, cli, run_hashes, sets, write_cfg  # noqa: E402
 from telecli.store.atomic import canonical_json
-from telecli.store.trajectory import DATA, MANIFEST, SHARD_DIR, Trajectory
+from telecli.store.trajectory import MANIFEST, SHARD_DIR, Trajectory
 from telecli.store.verify import verify_run
 from telecli.train.loop import BatchOrder, build, run_training
 from telecli.train.optim import learning_rate, loss_fn
 from telecli.train.recorder import Recorder
 
-BASE = """\
-name = "tiny"
-seed = 0
-dtype = "float64"
-
-[task]
-name = "poly"
-dim = 6
-n_train = 40
-n_test = 10
-
-[model]
-name = "mlp"
-depth = 3
-width = 12
-
-[train]
-loss = "mse"
-optimizer = "sgd"
-lr = 0.05
-batch_size = 8
-steps = 20
-"""
 
 OPTIMIZERS = {  # name → (overrides, number of per-parameter optimiser state tensors)
     "sgd": ([], 0),
@@ -77,22 +54,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def write_cfg(folder: Path, text: str = BASE) -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(text)
-    return path
-
-
-def sets(*items: str) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
-
-
-def run_hashes(run: Path) -> dict[str, str]:
-    """sha256 of every file of a run's identity: trajectory/* (hidden files too), data.safetensors, run.json."""
-    files = sorted((run / SHARD_DIR).iterdir()) + [run / DATA, run / MANIFEST]
-    return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
 def all_hashes(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -103,14 +64,6 @@ def record(tmp_path: Path, name: str, *overrides: str) -> Path:
     code, _, err = cli("record", write_cfg(tmp_path), "--out", run, "--quiet", *sets(*overrides))
     assert code == 0, err
     return run
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("telecli: error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def thetas_equal(a: dict, b: dict) -> bool:

@@ -8,7 +8,6 @@ driven through its real entry point ``telecli.cli:main`` (which maps TelecliErro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,36 +17,13 @@ import pytest
 import torch
 
 from telecli import config as config_mod
-from helpers import cli  # noqa: E402
+from helpers import cli, run_hashes, sets, write_cfg  # noqa: E402
 from telecli.errors import IntegrityError, TelecliError
 from telecli.store.trajectory import DATA, MANIFEST, SHARD_DIR, Trajectory, stored_steps
 from telecli.store.verify import verify_run
 from telecli.train.loop import BatchOrder, build, run_training
 from telecli.train.optim import learning_rate
 
-BASE = """\
-name = "tiny"
-seed = 0
-dtype = "float64"
-
-[task]
-name = "poly"
-dim = 6
-n_train = 40
-n_test = 10
-
-[model]
-name = "mlp"
-depth = 3
-width = 12
-
-[train]
-loss = "mse"
-optimizer = "sgd"
-lr = 0.05
-batch_size = 8
-steps = 20
-"""
 N_PARAMS = 6 * 12 + 12 + 12 * 12 + 12 + 12 + 1  # 253
 
 
@@ -58,22 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def write_cfg(folder: Path, text: str = BASE) -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(text)
-    return path
-
-
-def sets(*items: str) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
-
-
-def run_hashes(run: Path) -> dict[str, str]:
-    """sha256 of every file of a run's identity: trajectory/* (hidden files too), data.safetensors, run.json."""
-    files = sorted((run / SHARD_DIR).iterdir()) + [run / DATA, run / MANIFEST]
-    return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def record(tmp_path: Path, name: str, *overrides: str) -> Path:
