@@ -43,6 +43,8 @@ be in eval mode (running statistics) and dropout off — ``check_per_example`` s
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
@@ -261,7 +263,40 @@ class _Sizes:
         return self.rows_within(self.activations * (self.k + 10))
 
 
+_CACHE: OrderedDict = OrderedDict()  # (kind, id(model), signature) → (weakref to the model, value)
+
+
+def _cached(kind: str, model: nn.Module, signature: tuple, make):
+    """Per-model memo of what depends only on the architecture and the input shapes (the per-example
+    measurement and the structured plan), so repeated calls — one per training step in the smoother —
+    skip the FLOP-counting forward and the plan's self-check. Bounded; a hit must be the same module."""
+    key = (kind, id(model), signature)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0]() is model:
+        _CACHE.move_to_end(key)
+        return hit[1]
+    value = make()
+    _CACHE[key] = (weakref.ref(model), value)
+    while len(_CACHE) > 32:
+        _CACHE.popitem(last=False)
+    return value
+
+
+def _signature(theta: Params, x: Tensor) -> tuple:
+    return (tuple(x.shape[1:]), x.dtype, str(x.device),
+            tuple((n, tuple(t.shape), t.dtype) for n, t in theta.items()))
+
+
 def _measure(model: nn.Module, f: Network, theta: Params, x1: Tensor, x2: Tensor | None) -> _Sizes:
+    """Per-example FLOPs and activations (measured once per architecture and input shape), with the
+    sizes of this call."""
+    k, p, flops, elements, dtype = _cached("measure", model, _signature(theta, x1),
+                                           lambda: _measure_example(model, f, theta, x1))
+    n2 = len(x1) if x2 is None else len(x2)
+    return _Sizes(len(x1), n2, x2 is None, k, p, flops, elements, dtype)
+
+
+def _measure_example(model: nn.Module, f: Network, theta: Params, x1: Tensor) -> tuple:
     """Run one example forward once, counting FLOPs (torch.utils.flop_counter) and activations."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -281,8 +316,7 @@ def _measure(model: nn.Module, f: Network, theta: Params, x1: Tensor, x2: Tensor
             h.remove()
     p = sum(t.numel() for t in theta.values())
     flops = float(counter.get_total_flops()) or 2.0 * p
-    n2 = len(x1) if x2 is None else len(x2)
-    return _Sizes(len(x1), n2, x2 is None, out.shape[1], p, flops, sum(elements), out.dtype)
+    return out.shape[1], p, flops, sum(elements), out.dtype
 
 
 def _choose(model: nn.Module, theta: Params, s: _Sizes) -> str:
@@ -819,7 +853,8 @@ def _structured_kernel(
     """STRUCTURED_DERIVATIVES: Σ over layers of each layer's contraction (``_contract``), with the
     x2 side prepared once and x1 taken ``chunk`` rows at a time."""
     other = x1 if x2 is None else x2
-    plan = _structured_plan(model, f, theta, other[:2], s.n1, s.n2)
+    plan = _cached("plan", model, (_signature(theta, other), s.n1, s.n2),
+                   lambda: _structured_plan(model, f, theta, other[:2], s.n1, s.n2))
     side2 = _blocks(plan, f, theta, other, chunk or s.capture_rows(), s)
     rows = chunk or _contraction_rows(side2, s)
     out = []
