@@ -125,9 +125,25 @@ def plan_memory(budget: int, n_points: int, k: int, n_params: int, act: int, ite
     return Plan(block=block, chunk=chunk, cache_jac0=cache)
 
 
+def with_oom_backoff(fn, holder, on_shrink=None):
+    """Run ``fn``; after a CUDA out-of-memory error halve ``holder.chunk`` (points per chunk), call
+    ``on_shrink`` and try again, down to one point per chunk."""
+    while True:
+        try:
+            return fn()
+        except torch.cuda.OutOfMemoryError:
+            if holder.chunk == 1:
+                raise TelecliError("out of device memory even with one point per chunk; lower --max-memory "
+                                   "or use --device cpu") from None
+            holder.chunk = max(1, holder.chunk // 2)
+            if on_shrink is not None:
+                on_shrink()
+            torch.cuda.empty_cache()
+
+
 def device_for(name: str | None) -> torch.device:
     return resolve_device(name or "auto")
 
 
 __all__ = ["rebuild_network", "select_points", "parse_shard", "parse_memory", "plan_memory", "Plan",
-           "activation_elements", "device_for"]
+           "activation_elements", "device_for", "with_oom_backoff"]

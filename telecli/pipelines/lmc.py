@@ -43,6 +43,7 @@ from telecli.pipelines.common import (
     parse_shard,
     rebuild_network,
     select_points,
+    with_oom_backoff,
 )
 from telecli.progress import Progress
 from telecli.store.atomic import atomic_write_json
@@ -420,18 +421,13 @@ class _Evaluator:
         self.chunk = int(max(1, min(x.shape[0], budget // max(1, per_point))))
 
     def __call__(self, params, buffers) -> torch.Tensor:
-        while True:
-            try:
-                with torch.no_grad():
-                    return torch.cat([lens.weight_average_outputs(self.model, params, buffers, self.x[i : i + self.chunk],
-                                                                  batched=self.batched)
-                                      for i in range(0, self.x.shape[0], self.chunk)], dim=1)
-            except torch.cuda.OutOfMemoryError:
-                if self.chunk == 1:
-                    raise TelecliError("out of device memory with one point per chunk; lower --max-memory or "
-                                       "use --device cpu") from None
-                self.chunk = max(1, self.chunk // 2)
-                torch.cuda.empty_cache()
+        def run():
+            with torch.no_grad():
+                return torch.cat([lens.weight_average_outputs(self.model, params, buffers, self.x[i : i + self.chunk],
+                                                              batched=self.batched)
+                                  for i in range(0, self.x.shape[0], self.chunk)], dim=1)
+
+        return with_oom_backoff(run, self)
 
 
 def interpolate_pair(model, theta_a, buf_a, theta_b, buf_b, alphas: torch.Tensor, evaluate, bn: str,
@@ -675,19 +671,10 @@ class _GradientPlan:
             return np.full(len(self.layers), np.nan)
         th1, b1 = _state(self.traj, t, self.dev, self.dtype)
         th2, b2 = _state(self.traj, t + self.delta, self.dev, self.dtype)
-        parts = []
-        while True:
-            try:
-                parts = [lens.gradient_change(self.model, th1, b1, th2, b2, self.x[i : i + self.chunk], self.layers,
-                                              self.reduction, self.y[i : i + self.chunk])
-                         for i in range(0, len(self.index), self.chunk)]
-                break
-            except torch.cuda.OutOfMemoryError:
-                if self.chunk == 1:
-                    raise TelecliError("out of device memory with one point per chunk; lower --max-memory or "
-                                       "use --device cpu") from None
-                self.chunk = max(1, self.chunk // 2)
-                torch.cuda.empty_cache()
+        parts = with_oom_backoff(lambda: [
+            lens.gradient_change(self.model, th1, b1, th2, b2, self.x[i : i + self.chunk], self.layers,
+                                 self.reduction, self.y[i : i + self.chunk])
+            for i in range(0, len(self.index), self.chunk)], self)
         return torch.cat(parts).mean(dim=0).double().cpu().numpy()
 
 

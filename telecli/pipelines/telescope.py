@@ -28,6 +28,7 @@ from telecli.pipelines.common import (
     plan_memory,
     rebuild_network,
     select_points,
+    with_oom_backoff,
 )
 from telecli.progress import Progress
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
@@ -256,24 +257,15 @@ def _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, pl
             blk_steps.append(step)
             if len(block) == plan.block + 1 or step == last:
                 if len(block) > 1:
-                    _with_backoff(lambda: process(block, blk_steps), plan, dev, jac_cache)
+                    with_oom_backoff(lambda: process(block, blk_steps), plan, on_shrink=lambda: _drop_jac0(plan, jac_cache))
                     bar.advance(len(block) - 1)
                 block, blk_steps = block[-1:], blk_steps[-1:]
 
 
-def _with_backoff(fn, plan, dev, cache) -> None:
-    """Run ``fn``; on a CUDA out-of-memory error halve the chunk size and try again."""
-    while True:
-        try:
-            return fn()
-        except torch.cuda.OutOfMemoryError:
-            if plan.chunk == 1:
-                raise TelecliError("out of device memory even with one point per chunk; lower --max-memory "
-                                   "or use --device cpu") from None
-            plan.chunk = max(1, plan.chunk // 2)
-            plan.cache_jac0 = False
-            cache.clear()
-            torch.cuda.empty_cache()
+def _drop_jac0(plan, cache) -> None:
+    """Under memory pressure stop caching J_0 (the linearisation falls back to JVPs)."""
+    plan.cache_jac0 = False
+    cache.clear()
 
 
 def summarise(f: h5py.File, loss_kind: str) -> None:

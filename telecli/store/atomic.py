@@ -19,26 +19,16 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write_bytes(path: str | Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` so that a reader sees either the old file or the complete new one;
+    returns the sha256 of the bytes written."""
+    return atomic_write_chunks(path, [data])[1]
 
 
 def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes | memoryview]) -> tuple[int, str]:
-    """Like :func:`atomic_write_bytes` for data given in pieces (e.g. memoryviews of tensors, so nothing is
-    copied into one large buffer first); returns (size in bytes, sha256 of the file), hashed while writing."""
+    """Write data given in pieces (e.g. memoryviews of tensors, so nothing is copied into one large buffer
+    first) atomically: temporary file in the same directory, fsync, rename. Returns (size in bytes,
+    sha256 of the file), hashed while writing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

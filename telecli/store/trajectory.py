@@ -36,7 +36,6 @@ from telecli.store.atomic import (
     atomic_write_bytes,
     atomic_write_chunks,
     atomic_write_json,
-    sha256_bytes,
     sha256_file,
 )
 
@@ -73,8 +72,7 @@ def stored_steps(total: int, every: int = 1, log_points: int = 0, extra: list[in
 def write_data(run_dir: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write data.safetensors atomically; returns its sha256."""
     blob = st_save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
-    atomic_write_bytes(run_dir / DATA, blob)
-    return sha256_bytes(blob)
+    return atomic_write_bytes(run_dir / DATA, blob)
 
 
 class TrajectoryWriter:
