@@ -78,12 +78,29 @@ def info(run: Path = typer.Argument(..., help="Run directory.")):
     print_info(run)
 
 
-@app.command(epilog="Example: telecli verify runs/sgd && echo sound")
-def verify(run: Path = typer.Argument(..., help="Run directory.")):
-    """Re-hash every shard and check the manifest, step continuity and finiteness; exit 1 on any problem."""
+@app.command(epilog="Examples:\n\n  telecli verify runs/sgd && echo sound\n\n"
+                    "  telecli verify runs/mine --no-recipe      # integrity only (hashes, manifest, steps)")
+def verify(
+    run: Path = typer.Argument(..., help="Run directory."),
+    recipe: bool = typer.Option(True, "--recipe/--no-recipe", help="Also recompute every step as the analysis "
+                                "models it (batch gradient of the declared loss, optimiser rule) and compare "
+                                "it with the recorded update."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    quiet: bool = _quiet_option(),
+):
+    """Re-hash every shard, check the manifest, step continuity and finiteness, and check that every
+    recorded step is the step the analyses model; exit 1 on any problem."""
     from telecli.store.verify import verify_run
 
     problems, notes = verify_run(run)
+    if not problems and recipe:
+        from telecli.pipelines.recipe import verify_recipe
+
+        report = verify_recipe(run, device, progress=not quiet and sys.stderr.isatty())
+        problems += report.lines()
+        notes += report.notes
+        if report.ok:
+            notes.append(report.summary()[len("recipe: "):])
     for note in notes:
         print(f"note: {note}")
     if problems:
@@ -110,6 +127,9 @@ def telescope(
     seed: int = typer.Option(0, "--seed", help="Seed of the --points subset."),
     effective_params: bool = typer.Option(False, "--effective-params", help="Also the smoother form "
                                           "s(x)·y + c(x), effective parameters p (train/test), kernel norms."),
+    approximate: bool = typer.Option(False, "--approximate", help="Compute even where the run is not what the "
+                                     "analysis models (recorded steps that fail the recipe check, layers run in "
+                                     "train mode); the caveat and per-step validity flags go into the file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     quiet: bool = _quiet_option(),
 ):
@@ -118,7 +138,7 @@ def telescope(
 
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
                          shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
-                         effective_params=effective_params)
+                         effective_params=effective_params, approximate=approximate)
     if path is not None and not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
 

@@ -16,6 +16,7 @@ import torch
 
 from telecli import config
 from telecli.errors import TelecliError
+from telecli.pipelines.recipe import verify_recipe
 from telecli.store.verify import verify_run
 from telecli.train.loop import run_training
 
@@ -149,6 +150,8 @@ def test_small_preset_records_and_verifies(path, tmp_path, one_thread):
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["status"] == "complete" and manifest["last_step"] == 4
     assert manifest["dtype"] == "float64"
+    report = verify_recipe(run)  # no false alarm: every step is the step the analysis models
+    assert report.ok and report.n_failed == 0 and (report.error <= 1e-10).all(), report.lines()
 
 
 def test_lmc_small_preset_records_with_augmentation(tmp_path, one_thread):
@@ -156,6 +159,9 @@ def test_lmc_small_preset_records_with_augmentation(tmp_path, one_thread):
     cfg = config.load(SAMPLE / "lmc-small.toml", ["train.steps=3", "train.augment=true", 'device="cpu"'])
     run = run_training(cfg, tmp_path / "lmc-augment", progress=False)
     assert verify_run(run) == ([], [])
+    # augmentation: the batch the network saw is not X[idx], which the smoother would assume
+    report = verify_recipe(run)
+    assert report.n_failed == 3 and "the batch the model saw differs from X[idx]" in report.lines()[0]
 
 
 NEEDS_FILES = [p for p in PAPER_PRESETS if config.load(p).task.name in ("mnist", "cifar10", "tabular")]
@@ -180,6 +186,8 @@ def test_paper_preset_without_data_names_task_root(path, tmp_path):
 def test_shipped_run_is_sound_and_small():
     problems, notes = verify_run(SHIPPED)
     assert problems == [] and notes == []
+    report = verify_recipe(SHIPPED)
+    assert report.ok and (report.error <= 1e-10).all(), report.lines()
     size = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
     assert size < 5 * 2**20
     manifest = json.loads((SHIPPED / "run.json").read_text())

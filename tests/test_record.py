@@ -231,7 +231,8 @@ def test_recorder_in_a_hand_written_loop_matches_record(tmp_path):
     for s in (1, 7, T):
         assert thetas_equal(a.optimizer_state(s), b.optimizer_state(s))
     ma, mb = a.meta(), b.meta()
-    assert ma.keys() == mb.keys() == {"step", "lr", "loss", "batch"}
+    assert ma.keys() == mb.keys() == {"step", "lr", "loss", "batch", "clip", "clip_spread", "input_deviation",
+                                      "loss_scale", "loss_residual", "weight_decay", "momentum"}
     for k in ma:
         np.testing.assert_array_equal(ma[k], mb[k])
     np.testing.assert_allclose(ma["lr"][:5], [0.0125, 0.025, 0.0375, 0.05, 0.05], rtol=1e-15)

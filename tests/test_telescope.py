@@ -289,7 +289,7 @@ def make_dropout_net(width: int = 8):
     return torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.Dropout(0.5), torch.nn.Linear(width, 1))
 
 
-def test_dropout_refused_and_batchnorm_uses_running_statistics(tmp_path):
+def test_dropout_and_train_mode_batchnorm_refused_approximate_uses_running_statistics(tmp_path):
     from telecli.train.recorder import Recorder
 
     torch.manual_seed(0)
@@ -306,10 +306,16 @@ def test_dropout_refused_and_batchnorm_uses_running_statistics(tmp_path):
     with pytest.raises(TelecliError, match="layer '1' is dropout"):
         run_telescope(tmp_path / "drop", progress=False)
 
-    # ResNet-20 (BatchNorm): the actual network is the eval-mode network with the recorded running stats
+    # ResNet-20 trained with BatchNorm in train mode (batch statistics): refused, naming the layer ...
     run = record(tmp_path, "bn", {"name": "resnet20"}, {"optimizer": "sgd", "lr": 0.05, "steps": 3},
                  task={"name": "digits", "flatten": False})
-    d = read(run_telescope(run, points=12, progress=False))
+    with pytest.raises(TelecliError, match="layer 'bn1' .BatchNorm2d. ran in train mode.*--approximate"):
+        run_telescope(run, points=12, progress=False)
+    # ... and with --approximate the actual network is the eval-mode network with the recorded running stats
+    path = run_telescope(run, points=12, progress=False, approximate=True)
+    d = read(path)
+    with h5py.File(path) as f:
+        assert "bn1" in f.attrs["caveats"]
     traj = Trajectory(run)
     model = rebuild_network(traj, torch.device("cpu"))
     with torch.no_grad():

@@ -33,9 +33,32 @@ def rebuild_network(traj: Trajectory, device: torch.device, dtype: torch.dtype |
         raise TelecliError(f"model factory {m['factory']} builds a network that does not match the run "
                            f"({diff}); use the factory the run was recorded with")
     dtype = dtype or DTYPES.get(traj.manifest.get("dtype", "float64"), torch.float64)
+    _frozen_as_buffers(net, traj)
     net = net.to(device=device, dtype=dtype).eval()
     check_evaluable(net)
     return net
+
+
+def _frozen_as_buffers(net: nn.Module, traj: Trajectory) -> None:
+    """Frozen parameters become buffers (θ is the trainable parameters only), holding the values the
+    Recorder kept in data.safetensors (``frozen.<name>``) where it kept them."""
+    from telecli.train.recorder import FROZEN
+
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return
+    kept = {k[len(FROZEN):]: v for k, v in traj.data().items() if k.startswith(FROZEN)}
+    for name in frozen:
+        owner_name, _, leaf = name.rpartition(".")
+        owner = net.get_submodule(owner_name) if owner_name else net
+        value = getattr(owner, leaf).detach().clone()
+        if name in kept:
+            if kept[name].shape != value.shape:
+                raise TelecliError(f"frozen parameter {name} of the factory has shape {list(value.shape)}, the run "
+                                   f"kept {list(kept[name].shape)}; use the factory the run was recorded with")
+            value = kept[name].clone()
+        delattr(owner, leaf)
+        owner.register_buffer(leaf, value)
 
 
 def _first_diff(got: dict, want: dict) -> str:

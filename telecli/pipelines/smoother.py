@@ -18,10 +18,36 @@ from telecli.lens import smoother as sm
 from telecli.lens.functional import flatten
 from telecli.lens.kernels import jacobian as kernel_jacobian
 from telecli.lens.kernels import tangent_kernel
+from telecli.lens.functional import function
+from telecli.pipelines.recipe import gradient_scale, hyper_at
 from telecli.progress import Progress
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.replay import dense_states
 
+# The smoother's parameters Θ^S y + Θ^C (§1.6 sanity check) count as tracking θ_t while
+# ‖Θ^S y + Θ^C − θ_t‖_∞ ≤ PARAMETER_TOLERANCE × ‖θ_t − θ_first‖_∞ (docs/effective-parameters.md).
+PARAMETER_TOLERANCE = 0.1
+
+
+def effective_optimizer(opt: dict, meta: dict) -> dict:
+    """The manifest's optimiser with the largest per-step momentum and weight decay the run used: a
+    scheduler may switch momentum on (OneCycleLR cycles it) although the optimiser was built without."""
+    out = dict(opt)
+    for key in ("momentum", "weight_decay"):
+        if key in meta and np.isfinite(meta[key]).any():
+            out[key] = max(float(opt.get(key, 0.0)), float(np.nanmax(np.abs(meta[key]))))
+    return out
+
+
+def step_optimizer(opt: dict, meta: dict, row: int) -> dict:
+    """The optimiser's hyper-parameters at one step (per-step records, else the manifest's)."""
+    h = hyper_at(opt, meta, row)
+    out = {**opt, "weight_decay": h.weight_decay}
+    if opt["name"] == "sgd":
+        out["momentum"] = h.momentum
+    else:
+        out["betas"] = [h.beta1, h.beta2]
+    return out
 
 
 def needs_parameter_state(opt: dict) -> bool:
@@ -97,6 +123,7 @@ def datasets(splits, sizes: dict[str, int], S: int, k: int, opt: dict | None = N
         out[f"{s}/kernel_norm"] = ((S, sizes[s]), "f8")
     out["train/smoother_trace"] = ((S,), "f8")
     out["parameter_gap"] = ((S,), "f8")
+    out["parameter_gap_relative"] = ((S,), "f8")
     return out
 
 
@@ -125,7 +152,8 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     if m["loss"] != "mse":
         raise TelecliError(f"effective parameters need the squared loss; {traj.run_dir} was trained with "
                            f"'{m['loss']}'")
-    opt = m["optimizer"]
+    meta = traj.meta()
+    opt = effective_optimizer(m["optimizer"], meta)
     data = traj.data()
     Xtr = data["x_train"].to(dev, dtype)
     ytr = data["y_train"].to(dev, dtype)
@@ -182,8 +210,9 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         return {key: flatten({name: ost[f"{name}.{key}"].to(dev, dtype) for name in names}) for key in keys
                 if all(f"{name}.{key}" in ost for name in names)}
 
-    meta = traj.meta()
     train_rows = torch.as_tensor(idx["train"], device=dev) if "train" in idx else None
+    f_net = function(model)
+    theta_track = None if general else flatten(theta0).clone()  # θ̃_t = Θ^S_t y + Θ^C_t, plain SGD
 
     def write(t: int, norms: dict[str, torch.Tensor], theta_t: torch.Tensor | None = None) -> None:
         r = row_of[t]
@@ -200,9 +229,13 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if s in norms:
                 writer[f"{s}/kernel_norm"][r] = norms[s].double().cpu().numpy()
         writer["train/smoother_trace"][r] = float(torch.diagonal(S_train).sum())
-        if state is not None and state.theta_S is not None and theta_t is not None:
+        if theta_t is not None:
             # sanity check of §1.6: Θ^S y + Θ^C should track the real θ_t
-            writer["parameter_gap"][r] = float((state.theta_S @ yvec + state.theta_C - theta_t).abs().max())
+            tracked = theta_track if state is None else state.theta_S @ yvec + state.theta_C
+            gap = float((tracked - theta_t).abs().max())
+            writer["parameter_gap"][r] = gap
+            travelled = float((theta_t - theta_first).abs().max())
+            writer["parameter_gap_relative"][r] = gap / travelled if travelled > 0 else (0.0 if gap == 0 else np.inf)
 
     if first in row_of:
         write(first, {})
@@ -218,6 +251,8 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if int(meta["step"][r]) != t:
                 raise TelecliError(f"per-step records of {traj.run_dir} are out of order at step {t}")
             lr = float(meta["lr"][r])
+            rho = gradient_scale(meta, r)  # loss scale × clipping factor: the gradient is ρ_t T_t g_t
+            opt_t = step_optimizer(opt, meta, r)
             batch = torch.as_tensor(traj.batch(meta, r), device=dev)
             rows = sm.batch_rows(batch, k)
             B = len(batch)
@@ -233,18 +268,22 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 for s in test_splits:
                     K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
                     offset += X[s].shape[0] * k
-                dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr, B)
-                upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr, B) for s in test_splits}
+                dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr * rho, B)
+                upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr * rho, B) for s in test_splits}
+                # θ̃_t = θ̃_{t−1} + γρ T_t (y − f̃_{t−1}): one vector-Jacobian product on the batch
+                resid = (RS @ yvec + RC).reshape(B, k)
+                _, pull = torch.func.vjp(lambda p: f_net(p, dict(model.named_buffers()), Xtr[batch]), params)
+                theta_track += (lr * rho / B) * flatten(pull(resid)[0])
             else:
                 J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
                 J_B = J_train[rows]
-                G_S, G_C = J_B.T @ RS / B, J_B.T @ RC / B
+                G_S, G_C = J_B.T @ RS * (rho / B), J_B.T @ RC * (rho / B)
                 phi = None
                 if opt["name"] != "sgd":
                     ost = st[OPT]
                     v = flatten({name: ost[f"{name}.exp_avg_sq"].to(dev, dtype) for name in params})
-                    phi = sm.adam_phi(v, int(ost["step"]), opt["betas"][1], opt["eps"])
-                U_S, U_C = sm.optimizer_direction(state, G_S, G_C, opt, lr, int(t), phi)
+                    phi = sm.adam_phi(v, int(ost["step"]), opt_t["betas"][1], opt["eps"])
+                U_S, U_C = sm.optimizer_direction(state, G_S, G_C, opt_t, lr, int(t), phi)
                 dS, dc = lr * (J_train @ U_S), lr * (J_train @ U_C)
                 K_train = J_train @ J_B.T
                 J_eval = {s: kernel_jacobian(model, X[s], params=params).reshape(X[s].shape[0] * k, -1)
@@ -268,8 +307,10 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if t in row_of:
                 theta_t = flatten({name: st[THETA][name].to(dev, dtype) for name in names})
                 write(t, norms, theta_t)
-                vecs = component_vectors(opt, lr, int(t), flatten(params), theta_t, flat_state(st_prev),
+                vecs = component_vectors(opt_t, lr, int(t), flatten(params), theta_t, flat_state(st_prev),
                                          flat_state(st), decay_share * theta_first)
+                for c in component_names(opt):  # a component this step lacks (momentum switched off) is 0
+                    vecs.setdefault(c, torch.zeros_like(theta_t))
                 for s in X:
                     if general:
                         J = J_eval[s] if s != "train" else J_train[sm.batch_rows(train_rows, k)]
@@ -278,7 +319,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                         comp = {c: _jvp(model, params, X[s], v) for c, v in vecs.items()}
                     for c, v in comp.items():
                         writer[f"{s}/components/{c}"][row_of[t]] = v.reshape(X[s].shape[0], k).double().cpu().numpy()
-            decay_share *= 1.0 - lr * opt.get("weight_decay", 0.0)
+            decay_share *= 1.0 - lr * opt_t.get("weight_decay", 0.0)
             prev = (t, st)
             bar.advance(1)
     for s in X:

@@ -20,6 +20,7 @@ import torch
 from telecli.errors import TelecliError
 from telecli.lens import telescope as lens
 from telecli.lens.functional import flatten, jacobian
+from telecli.pipelines.recipe import check_recipe, train_mode_problems
 from telecli.pipelines.common import (
     activation_elements,
     device_for,
@@ -36,6 +37,8 @@ from telecli.store.trajectory import BUFFER, THETA, Trajectory
 from telecli.train.replay import Replayer, dense_states
 
 KINDS = ("actual", "telescoped", "linearized")
+# The smoother counts as tracking the network while smoother_gap ≤ SMOOTHER_TOLERANCE × std(targets).
+SMOOTHER_TOLERANCE = 0.1
 SMOOTHER_DATASETS = ("smoother", "smoother_sq_norm", "kernel_norm")
 
 
@@ -71,17 +74,37 @@ def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Te
 def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int | None = None,
                   device: str | None = None, max_memory: str | None = None, shard: str | None = None,
                   seed: int = 0, overwrite: bool = False, progress: bool = True,
-                  effective_params: bool = False) -> Path:
-    """Compute the telescoping model of a recorded run; returns the results file path."""
+                  effective_params: bool = False, approximate: bool = False) -> Path:
+    """Compute the telescoping model of a recorded run; returns the results file path.
+
+    A run whose network ran batch-dependent layers in train mode is refused (the function evaluated
+    would not be the one trained), and with ``effective_params`` every step is first checked against
+    the step the smoother models (telecli.pipelines.recipe): a mismatch is refused. ``approximate``
+    computes either anyway and records the caveat in the file (docs/effective-parameters.md)."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
     if not traj.is_contiguous():
         Replayer(traj, torch.device("cpu"))  # fails early, with the reason, when gaps cannot be replayed
     shard_ix = parse_shard(shard)
     out = Path(out) if out else default_output(run, shard_ix)
+    if out.exists() and not overwrite:
+        from telecli.store.results import check_writable
+
+        check_writable(out, overwrite)  # refuse before the recipe check's work
     dev = device_for(device)
     model = rebuild_network(traj, dev)
     dtype = next(model.parameters()).dtype
+    caveats = train_mode_problems(traj, model)
+    if caveats and not approximate:
+        raise TelecliError(f"{caveats[0]}; pass --approximate to telescope it anyway (evaluated in eval mode, "
+                           f"flagged in the results file)")
+    report = None
+    if effective_params and traj.manifest["loss"] == "mse":
+        report = check_recipe(traj, model, dev, progress)
+        if not report.ok and not approximate:
+            raise TelecliError(f"{run}: {report.lines()[-1]}; the effective parameters would be wrong — pass "
+                               f"--approximate to compute them anyway (flagged in the results file)")
+        caveats = caveats + [line for line in report.lines() if line not in caveats]
     data = traj.data()
     splits = [s for s in SPLITS if f"x_{s}" in data and data[f"x_{s}"].shape[0] > 0]
     chosen = {s: select_points(data[f"x_{s}"].shape[0], points, seed) for s in splits}
@@ -104,7 +127,11 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     if effective_params:
         from telecli.pipelines.smoother import datasets as smoother_datasets
 
-        datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k, traj.manifest["optimizer"]))
+        from telecli.pipelines.smoother import effective_optimizer
+
+        datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k,
+                                          effective_optimizer(traj.manifest["optimizer"], traj.meta())))
+        datasets["recipe_error"] = ((S,), "f8")
     fixed = {"steps": out_steps}
     for s in splits:
         fixed[f"{s}/index"] = idx[s].astype(np.int64)
@@ -114,7 +141,10 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
              "optimizer": traj.manifest["optimizer"], "device": str(dev), "dtype": str(dtype)[6:],
              "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)",
              "config": traj.manifest.get("config"), "n_train": int(traj.manifest["data"]["n_train"]),
-             "effective_params": effective_params}
+             "effective_params": effective_params, "approximate": bool(caveats), "caveats": caveats,
+             "recipe_check": report.summary() if report is not None else
+             "not run: the telescoped predictions use the recorded Δθ_t (telecli verify RUN checks the recipe)",
+             "recorded_observations": observations(traj)}
     writer = ResultsWriter(out, key, attrs, datasets, fixed, overwrite)
     try:
         _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, plan, progress)
@@ -122,6 +152,8 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
             from telecli.pipelines.smoother import run_smoother
 
             run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress)
+            if report is not None:
+                writer["recipe_error"][...] = recipe_by_row(report, out_steps)
         path = writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
     except BaseException:
         writer.close()
@@ -131,22 +163,64 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     return path
 
 
-def warn_if_unreliable(path: Path, tolerance: float = 0.1) -> None:
-    """The smoother (residuals from f̃, Eq. 7) drifting from the network means p is not trustworthy
-    there (e.g. training at the edge of stability, or a loss spike): say so on stderr."""
+def observations(traj: Trajectory) -> dict:
+    """What the Recorder saw the loop do that the analysis models through per-step records (clipping,
+    a loss scale, hyper-parameters that changed) or flags (inputs ≠ X[idx], another loss)."""
+    from telecli.lens.recipe import CLIP_TOLERANCE, INPUT_TOLERANCE, LOSS_TOLERANCE
+
+    meta = traj.meta()
+    out = {}
+    for key, tol in (("input_deviation", INPUT_TOLERANCE), ("loss_residual", LOSS_TOLERANCE),
+                     ("clip_spread", CLIP_TOLERANCE)):
+        if key in meta:
+            out[f"steps_{key}_above_tolerance"] = int(np.sum(meta[key] > tol))
+    if "clip" in meta:
+        out["steps_clipped"] = int(np.sum(meta["clip"] < 1 - 1e-12))
+    if "loss_scale" in meta and np.isfinite(meta["loss_scale"]).any():
+        out["loss_scale_range"] = [float(np.nanmin(meta["loss_scale"])), float(np.nanmax(meta["loss_scale"]))]
+    return out
+
+
+def recipe_by_row(report, out_steps: np.ndarray) -> np.ndarray:
+    """Per written step: the largest recipe error of the steps since the previous written step."""
+    err = np.full(len(out_steps), np.nan)
+    for r in range(1, len(out_steps)):
+        sel = (report.steps > out_steps[r - 1]) & (report.steps <= out_steps[r])
+        vals = report.error[sel]
+        if np.isfinite(vals).any():
+            err[r] = np.nanmax(vals)
+    return err
+
+
+def warn_if_unreliable(path: Path) -> None:
+    """Say on stderr where the validity flags (written by :func:`validity`) fail, with the measured cause."""
     with h5py.File(path, "r") as f:
+        caveats = json.loads(f.attrs.get("caveats", "[]"))
+        if caveats:
+            print(f"telecli: warning: computed with --approximate: {caveats[0]}", file=sys.stderr)
         for s in SPLITS:
-            if f"{s}/smoother_gap" not in f:
+            if f"validity/{s}/smoother" not in f:
+                continue
+            ok = f[f"validity/{s}/smoother"][...]
+            if ok.all():
                 continue
             gap = f[f"{s}/smoother_gap"][...]
-            scale = float(np.std(f[f"{s}/targets"][...])) or 1.0
-            if np.nanmax(gap, initial=0.0) > tolerance * scale:
-                i = int(np.nanargmax(gap))
-                print(f"telecli: warning: on {s} points the smoother departs from the network by {gap[i]:.3g} "
-                      f"({gap[i] / scale:.0%} of the targets' spread) at step {int(f['steps'][i])}; the effective "
-                      f"parameters are unreliable there (is the learning rate near the edge of stability?)",
-                      file=sys.stderr)
-                return
+            scale = float(f.attrs["smoother_scale_" + s])
+            i = int(np.nanargmax(gap))
+            tele = f[f"{s}/approx_error_telescoped"][i]
+            if caveats:
+                cause = "the recorded steps are not the modelled ones (above)"
+            elif tele > SMOOTHER_TOLERANCE * scale:
+                cause = (f"the first-order telescoping error itself is {tele:.3g} there (large steps: is the "
+                         f"learning rate near the edge of stability?)")
+            else:
+                cause = (f"the telescoping error is small ({tele:.3g}), so the residuals taken from f̃ (Eq. 7) "
+                         f"have drifted from the network's")
+            print(f"telecli: warning: on {s} points the smoother departs from the network by {gap[i]:.3g} "
+                  f"({gap[i] / scale:.0%} of the targets' spread) at step {int(f['steps'][i])}; the effective "
+                  f"parameters are unreliable from step {int(f['steps'][int(np.argmin(ok))])}: {cause}",
+                  file=sys.stderr)
+            return
 
 
 def _state0(traj, first, dev, dtype):
@@ -298,6 +372,45 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
             if "kernel_norm" in g:
                 g["kernel_norm_max"] = np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan
                                                  for r in g["kernel_norm"][...]])
+    if "train/smoother_gap" in f or "test/smoother_gap" in f:
+        validity(f)
+
+
+def validity(f: h5py.File) -> None:
+    """Per written step, whether the effective parameters mean what they say (docs/effective-parameters.md):
+
+    * ``validity/recipe``: every step so far is the step the smoother models (recipe_error ≤ tolerance);
+    * ``validity/parameters``: Θ^S y + Θ^C tracks θ_t (parameter_gap_relative ≤ PARAMETER_TOLERANCE);
+    * ``validity/{split}/smoother``: s(x)·y + c(x) tracks f_θ(x) (smoother_gap ≤ SMOOTHER_TOLERANCE × std(y));
+    * ``validity/{split}/ok``: all three. Thresholds are attributes of the file."""
+    from telecli.lens.recipe import RECIPE_TOLERANCE
+    from telecli.pipelines.smoother import PARAMETER_TOLERANCE
+
+    if "validity" in f:
+        del f["validity"]
+    dtype = {"float64": torch.float64, "float32": torch.float32}.get(str(f.attrs.get("dtype")), torch.float64)
+    rtol = RECIPE_TOLERANCE[dtype]
+    S = len(f["steps"])
+    if "recipe_error" in f:
+        err = np.nan_to_num(f["recipe_error"][...], nan=0.0)
+        recipe = np.logical_and.accumulate(err <= rtol)
+    else:
+        recipe = np.ones(S, dtype=bool)
+    rel = f["parameter_gap_relative"][...] if "parameter_gap_relative" in f else np.zeros(S)
+    params = np.nan_to_num(rel, nan=0.0) <= PARAMETER_TOLERANCE
+    f["validity/recipe"] = recipe
+    f["validity/parameters"] = params
+    f.attrs["recipe_tolerance"] = rtol
+    f.attrs["parameter_tolerance"] = PARAMETER_TOLERANCE
+    f.attrs["smoother_tolerance"] = SMOOTHER_TOLERANCE
+    for s in SPLITS:
+        if f"{s}/smoother_gap" not in f:
+            continue
+        scale = float(np.std(f[f"{s}/targets"][...])) or 1.0
+        f.attrs["smoother_scale_" + s] = scale
+        smooth = np.nan_to_num(f[f"{s}/smoother_gap"][...], nan=0.0) <= SMOOTHER_TOLERANCE * scale
+        f[f"validity/{s}/smoother"] = smooth
+        f[f"validity/{s}/ok"] = recipe & params & smooth
 
 
 def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
@@ -340,8 +453,9 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
                     stack = np.stack([f[f"{s}/kernel_norm_max_every_step"][...] for f in files])
                     g[f"{s}/kernel_norm_max_every_step"] = np.array(
                         [np.nanmax(c) if np.isfinite(c).any() else np.nan for c in stack.T])
-            if "train/smoother_trace" in ref:
-                g["train/smoother_trace"] = ref["train/smoother_trace"][...]
+            for name in ("train/smoother_trace", "parameter_gap", "parameter_gap_relative", "recipe_error"):
+                if name in ref:  # computed from every training row: the same in every shard
+                    g[name] = ref[name][...]
             summarise(g, str(ref.attrs["loss"]))
         os.replace(tmp, out)
         return out

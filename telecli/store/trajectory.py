@@ -94,7 +94,7 @@ class TrajectoryWriter:
         self._block: dict[str, torch.Tensor] | None = None  # rows being filled
         self._rows = 0
         self._spare: list[dict[str, torch.Tensor]] = []  # blocks whose shard is written
-        self._meta: list[tuple[int, float, float, torch.Tensor | None]] = []
+        self._meta: list[tuple[int, float, float, torch.Tensor | None, dict[str, float]]] = []
         self._job: threading.Thread | None = None
         self._job_block: dict[str, torch.Tensor] | None = None
         self._error: BaseException | None = None
@@ -102,11 +102,13 @@ class TrajectoryWriter:
         self._range_start = last + 1
 
     # -- appending ------------------------------------------------------------------------------------
-    def add_meta(self, step: int, lr: float, loss: float, batch: torch.Tensor | None) -> None:
-        """Per-step record (every step, stored or not): γ_t, the training loss at θ_{t−1}, B_t."""
+    def add_meta(self, step: int, lr: float, loss: float, batch: torch.Tensor | None,
+                 extra: dict[str, float] | None = None) -> None:
+        """Per-step record (every step, stored or not): γ_t, the training loss at θ_{t−1}, B_t, and
+        further per-step scalars (``extra``: stored as ``meta.<name>``, float64, NaN where absent)."""
         if batch is not None:
             batch = batch.detach().to("cpu", torch.int64, copy=True)  # the caller may reuse its index buffer
-        self._meta.append((step, lr, loss, batch))
+        self._meta.append((step, lr, loss, batch, dict(extra or {})))
 
     def add_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
         """Snapshot at a stored step: θ_t, buffers and optimiser state under their prefixed names."""
@@ -160,6 +162,8 @@ class TrajectoryWriter:
         tensors["meta.step"] = torch.tensor([m[0] for m in meta], dtype=torch.int64)
         tensors["meta.lr"] = torch.tensor([m[1] for m in meta], dtype=torch.float64)
         tensors["meta.loss"] = torch.tensor([m[2] for m in meta], dtype=torch.float64)
+        for key in sorted({k for m in meta for k in m[4]}):
+            tensors[f"meta.{key}"] = torch.tensor([m[4].get(key, math.nan) for m in meta], dtype=torch.float64)
         if not self.full_batch:
             width = max([len(m[3]) for m in meta] + [1])
             batch = torch.full((len(meta), width), -1, dtype=torch.int64)
@@ -333,16 +337,25 @@ class Trajectory:
         return bool(np.array_equal(self.steps, np.arange(self.steps[0], self.steps[0] + len(self.steps))))
 
     def meta(self) -> dict[str, np.ndarray]:
-        """Per-step records for steps 1..last: step, lr (γ_t), loss (at θ_{t−1} on B_t), batch (−1 padded)."""
+        """Per-step records for steps 1..last: step, lr (γ_t), loss (at θ_{t−1} on B_t), batch (−1 padded),
+        and the per-step scalars the Recorder observed (docs/format.md; NaN in shards that lack one)."""
         parts: dict[str, list[np.ndarray]] = {"step": [], "lr": [], "loss": [], "batch": []}
-        for s in self.shards:
+        extra: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for i, s in enumerate(self.shards):
             with self._open(s) as f:
                 keys = set(f.keys())
                 for k in ("step", "lr", "loss"):
                     parts[k].append(f.get_tensor(f"meta.{k}").numpy())
                 if "meta.batch" in keys:
                     parts["batch"].append(f.get_tensor("meta.batch").numpy())
+                for k in sorted(keys):
+                    if k.startswith("meta.") and k[5:] not in parts:
+                        extra.setdefault(k[5:], []).append((i, f.get_tensor(k).numpy()))
         out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items() if k != "batch"}
+        for k, cols in extra.items():
+            have = dict(cols)
+            out[k] = np.concatenate([have.get(i, np.full(len(parts["step"][i]), np.nan))
+                                     for i in range(len(self.shards))])
         if parts["batch"]:
             width = max(b.shape[1] for b in parts["batch"])
             out["batch"] = np.concatenate(

@@ -7,9 +7,13 @@
             idx = ...; optimizer.zero_grad(); loss(model(X[idx]), y[idx]).backward(); optimizer.step()
             rec.step(idx)          # after optimizer.step(), before a scheduler changes the lr
 
-``rec.step`` stores θ_t, B_t, γ_t (read from the optimiser's param group, i.e. the rate that was just
-used) and the optimiser state (momentum buffers, Adam moments) that the smoother of method.md §1.6
-needs. ``telecli record`` drives its own loop through this same class.
+``rec.step`` stores θ_t, B_t, γ_t (read from the optimiser's param group when optimizer.step() ran, so a
+scheduler may step before or after rec.step) and the optimiser state (momentum buffers, Adam moments)
+that the smoother of method.md §1.6 needs. Hooks (telecli.train.watch) observe what the loop really did
+— one optimizer.step() per rec.step, the hyper-parameters of that step, clipping, the loss scale, the
+inputs the model saw, layers in train mode — and the per-step records keep it, so that ``telecli
+verify`` can check every step against the step the analysis models. ``telecli record`` drives its own
+loop through this same class.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 
 from telecli.errors import TelecliError
 from telecli.store.atomic import atomic_write_json
+from telecli.train.watch import LoopWatch
 from telecli.store.trajectory import (
     BUFFER,
     DATA,
@@ -45,6 +50,8 @@ from telecli.store.trajectory import (
     stored_steps,
     write_data,
 )
+
+FROZEN = "frozen."  # data.safetensors prefix of frozen parameters
 
 SUPPORTED_OPTIMIZERS = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw"}
 OPT_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
@@ -155,6 +162,9 @@ class Recorder:
         self.store_opt = optimizer_state
         self.step_count = 0
         self._closed = False
+        self.loss = loss
+        self._x, self._y = train[0], _as_2d(train[1])
+        self.watch = LoopWatch(model, optimizer, [p for _, p in self.params])
         if (log_points or every > 1) and not total_steps:
             raise TelecliError("strided or log-spaced storage needs total_steps")
         self._schedule = None if not (log_points or every > 1) else set(
@@ -175,6 +185,9 @@ class Recorder:
         self._prepare_dir(overwrite)
         x, y = train
         data = {"x_train": x, "y_train": _as_2d(y)}
+        # Frozen parameters (requires_grad=False) are part of f but not of θ: kept once, so the analyses
+        # evaluate the network that was trained whatever the factory's initialisation does.
+        data.update({FROZEN + n: p.detach() for n, p in model.named_parameters() if not p.requires_grad})
         if test is not None:
             data.update(x_test=test[0], y_test=_as_2d(test[1]))
         bytes_per_step = sum(p.numel() * p.element_size() for _, p in self.params)
@@ -194,6 +207,7 @@ class Recorder:
             "parameters": [{"name": n, "shape": list(p.shape), "dtype": str(p.dtype)[6:]} for n, p in self.params],
             "buffers": [{"name": n, "shape": list(b.shape), "dtype": str(b.dtype)[6:]} for n, b in self.buffers],
             "optimizer_state": list(state_keys(self.opt_info)) if optimizer_state else [],
+            "train_mode_layers": [],  # layers whose train-mode forward depends on the batch, seen in train mode
             "data": {
                 "file": "data.safetensors",
                 "sha256": None,  # set once data.safetensors is written
@@ -266,24 +280,58 @@ class Recorder:
         return step % self._every == 0
 
     def step(self, batch=None, loss: float | None = None) -> None:
-        """Record the step just taken: B_t (indices into the training set; None = full batch), the
-        training loss (optional) and, at stored steps, θ_t with buffers and optimiser state."""
-        self.step_count += 1
-        t = self.step_count
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        if batch is not None:
-            batch = torch.as_tensor(batch).reshape(-1)
-        elif not self.writer.full_batch:
-            n = self.writer.manifest["data"]["n_train"]
-            batch = torch.arange(n)
-        self.writer.add_meta(t, lr, math.nan if loss is None else float(loss), batch)
+        """Record the step just taken: B_t (integer indices into the training set, or a boolean mask of
+        length n; None = full batch), the training loss (optional) and, at stored steps, θ_t with
+        buffers and optimiser state. Call it once after every optimizer.step(); indices may repeat
+        (a batch drawn with replacement counts an example once per draw)."""
+        t = self.step_count + 1
+        n = self.writer.manifest["data"]["n_train"]
+        idx = _batch_indices(batch, n, t)
+        if self.writer.full_batch and batch is not None and not torch.equal(torch.sort(idx).values, torch.arange(n)):
+            raise TelecliError(f"rec.step() for step {t}: the run was declared full-batch but got a batch of "
+                               f"{len(idx)} of the {n} training points (drop full_batch=True)")
+        if batch is None:
+            xb, yb = self._x, self._y
+        else:
+            xb, yb = self._x[idx.to(self._x.device)], self._y[idx.to(self._y.device)]
+        seen = self.watch.take(xb, yb, self.loss)
+        if seen["opt_steps"] != 1:
+            what = ("optimizer.step() has not run since the previous rec.step() (rec.step called twice?)"
+                    if seen["opt_steps"] == 0 else
+                    f"optimizer.step() ran {seen['opt_steps']} times since the previous rec.step() (rec.step "
+                    f"skipped?)")
+            raise TelecliError(f"rec.step() for step {t}: {what}; call rec.step(idx) exactly once after every "
+                               f"optimizer.step()")
+        if seen["batch_seen"] is not None and seen["batch_seen"] != len(idx):
+            raise TelecliError(f"rec.step() for step {t} got {len(idx)} indices but the model's forward saw a batch "
+                               f"of {seen['batch_seen']} inputs; pass the indices of the examples the batch was "
+                               f"made of")
+        self._note_train_mode()
+        self.step_count = t
+        group = seen["group"] or self.optimizer.param_groups[0]
+        lr = float(group["lr"])
+        extra = {k: seen[k] for k in ("clip", "clip_spread", "input_deviation", "loss_scale", "loss_residual")}
+        extra["weight_decay"] = float(group.get("weight_decay", 0.0))
+        if self.opt_info["name"] == "sgd":
+            extra["momentum"] = float(group.get("momentum", 0.0))
+        else:
+            extra["beta1"], extra["beta2"] = (float(b) for b in group["betas"])
+        stored_batch = None if (batch is None and self.writer.full_batch) else idx
+        self.writer.add_meta(t, lr, math.nan if loss is None else float(loss), stored_batch, extra)
         if self.is_stored(t) or (self._total is not None and t == self._total):
             self.writer.add_state(t, self._snapshot())
+
+    def _note_train_mode(self) -> None:
+        known = {d["name"] for d in self.writer.manifest.setdefault("train_mode_layers", [])}
+        for name, kind in self.watch.train_mode.items():
+            if name not in known:
+                self.writer.manifest["train_mode_layers"].append({"name": name, "type": kind})
 
     def close(self, status: str = "complete") -> None:
         if self._closed:
             return
         self._closed = True
+        self.watch.close()
         if self.writer.manifest["last_step"] != self.step_count and status == "complete":
             self.writer.add_state(self.step_count, self._snapshot())  # always end on a stored step
         self.writer.close(status)
@@ -297,6 +345,27 @@ class Recorder:
         else:
             self.writer.flush()
             self.close("interrupted" if exc_type is KeyboardInterrupt else f"failed: {exc_type.__name__}")
+
+
+def _batch_indices(batch, n: int, step: int) -> torch.Tensor:
+    """B_t as int64 indices in [0, n): from None (full batch), integer indices or a boolean mask."""
+    if batch is None:
+        return torch.arange(n)
+    b = torch.as_tensor(batch)
+    where = f"rec.step() for step {step}"
+    if b.dtype == torch.bool:
+        if b.numel() != n:
+            raise TelecliError(f"{where}: a boolean mask must have one entry per training point ({n}), got {b.numel()}")
+        b = b.reshape(-1).nonzero().reshape(-1)
+    elif b.is_floating_point() or b.is_complex():
+        raise TelecliError(f"{where}: the batch must be integer indices into the training set, got {b.dtype}")
+    b = b.reshape(-1).to(torch.int64)
+    if b.numel() == 0:
+        raise TelecliError(f"{where}: the batch is empty")
+    lo, hi = int(b.min()), int(b.max())
+    if lo < 0 or hi >= n:
+        raise TelecliError(f"{where}: batch index {lo if lo < 0 else hi} is outside the training set (0..{n - 1})")
+    return b
 
 
 def _random_id() -> str:

@@ -1,0 +1,149 @@
+"""What a training loop really did between two ``rec.step`` calls, observed through hooks on the model
+and the optimiser (the Recorder installs them; the user's loop is unchanged):
+
+* how many times ``optimizer.step()`` ran (exactly once per recorded step, or the record is refused);
+* the hyper-parameters at that moment (γ_t, momentum / β₁, β₂, weight decay), so schedulers that cycle
+  them (OneCycleLR) are recorded per step rather than assumed constant;
+* the clipping factor c_t = ‖g_seen‖/‖g_raw‖ between the gradient backward accumulated and the one the
+  optimiser used (``clip_grad_norm_`` rescales by a scalar: exact; per-tensor rescaling is flagged);
+* the inputs of the forward passes that built the gradient, compared with X[idx] (augmentation or noise
+  inside the loop is flagged), and ∂L/∂f, compared with the declared loss's: its ratio κ_t is the loss
+  scale (nn.MSELoss is 2/k × the ½-squared loss), a residual means another loss;
+* the layers whose train-mode forward depends on the batch or on chance (BatchNorm, dropout, …) that ran
+  in train mode.
+
+None of it changes what the loop computes. The numbers go to the per-step records (docs/format.md) and
+are checked offline by ``telecli verify`` (telecli.pipelines.recipe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from telecli.lens.recipe import loss_scale, output_gradient
+
+# Layers whose forward in train mode differs from eval mode (batch statistics, randomness).
+MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.RReLU,
+                  nn.modules.instancenorm._InstanceNorm)
+
+
+def mode_dependent_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p == 0:
+            continue
+        if isinstance(mod, nn.modules.instancenorm._InstanceNorm) and not mod.track_running_stats:
+            continue  # per-example statistics in both modes
+        if isinstance(mod, MODE_DEPENDENT):
+            out.append((name or type(mod).__name__, mod))
+    return out
+
+
+class LoopWatch:
+    """Hooks that observe one step of a training loop; :meth:`take` returns and resets what they saw."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]):
+        self.params = params
+        self.layers = mode_dependent_layers(model)
+        self.train_mode: dict[str, str] = {}  # layer name → type, seen in train mode in a gradient forward
+        self._reset()
+        self.handles = [
+            optimizer.register_step_pre_hook(self._pre_step),
+            optimizer.register_step_post_hook(self._post_step),
+            model.register_forward_pre_hook(self._forward_pre),
+            model.register_forward_hook(self._forward),
+        ]
+        self.handles += [p.register_post_accumulate_grad_hook(self._accumulated) for p in params]
+        self.optimizer = optimizer
+
+    def _reset(self) -> None:
+        self.opt_steps = 0
+        self.group: dict | None = None
+        self.clip = math.nan
+        self.clip_spread = math.nan
+        self.raw: dict[int, torch.Tensor] = {}
+        self.inputs: list[torch.Tensor] = []
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def _accumulated(self, p: torch.Tensor) -> None:
+        self.raw[id(p)] = p.grad.detach().pow(2).sum()  # the last call holds the fully accumulated gradient
+
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        g = optimizer.param_groups[0]
+        self.group = {k: g[k] for k in ("lr", "momentum", "betas", "weight_decay", "eps") if k in g}
+        have = [p for p in self.params if p.grad is not None and id(p) in self.raw]
+        if not have:
+            return
+        raw = torch.stack([self.raw[id(p)] for p in have])
+        seen = torch.stack([p.grad.detach().pow(2).sum() for p in have])
+        raw_l, seen_l = raw.tolist(), seen.tolist()  # one device synchronisation
+        total_raw, total_seen = sum(raw_l), sum(seen_l)
+        if total_raw <= 0:
+            self.clip, self.clip_spread = 1.0, 0.0
+            return
+        self.clip = math.sqrt(total_seen / total_raw)
+        ratios = [math.sqrt(s / r) for s, r in zip(seen_l, raw_l) if r > 0]
+        self.clip_spread = max(abs(r - self.clip) for r in ratios) / self.clip if self.clip > 0 else 0.0
+
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        self.opt_steps += 1
+
+    def _forward_pre(self, module, args) -> None:
+        if not torch.is_grad_enabled():
+            return
+        if args and torch.is_tensor(args[0]):
+            self.inputs.append(args[0].detach())
+        for name, mod in self.layers:
+            if mod.training:
+                self.train_mode[name] = type(mod).__name__
+
+    def _forward(self, module, args, out) -> None:
+        if torch.is_grad_enabled() and torch.is_tensor(out) and out.requires_grad:
+            f = out.detach()
+            out.register_hook(lambda g: self.outputs.append((f, g.detach())))
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def take(self, x_batch: torch.Tensor, y_batch: torch.Tensor, loss: str) -> dict:
+        """What the hooks saw since the last call, measured against the recorded batch (X[idx], y[idx])."""
+        seen = {"opt_steps": self.opt_steps, "group": self.group, "clip": self.clip,
+                "clip_spread": self.clip_spread, "input_deviation": math.nan, "batch_seen": None,
+                "loss_scale": math.nan, "loss_residual": math.nan}
+        x_seen = _match(self.inputs, x_batch)
+        if x_seen is not None:
+            seen["batch_seen"] = x_seen.shape[0]
+            if x_seen.shape == x_batch.shape:
+                ref = x_batch.to(x_seen.device, x_seen.dtype)
+                scale = float(ref.abs().max()) or 1.0
+                seen["input_deviation"] = float((x_seen - ref).abs().max()) / scale
+        if self.outputs:
+            f = torch.cat([o[0].reshape(o[0].shape[0], -1) for o in self.outputs])
+            g = torch.cat([o[1].reshape(o[1].shape[0], -1) for o in self.outputs])
+            y = y_batch.reshape(y_batch.shape[0], -1).to(f.device, f.dtype)
+            if f.shape == y.shape:
+                declared = output_gradient(loss, f, y)
+                seen["loss_scale"], seen["loss_residual"] = loss_scale(g, declared)
+        self._reset()
+        return seen
+
+
+def _match(inputs: list[torch.Tensor], x_batch: torch.Tensor) -> torch.Tensor | None:
+    """The input batch that built the gradient: the forwards' inputs joined (gradient accumulation), or
+    the single one whose example shape is the data's; None when no forward can be compared."""
+    same = [x for x in inputs if x.dim() == x_batch.dim() and x.shape[1:] == x_batch.shape[1:]]
+    if not same:
+        return None
+    if len(same) == 1:
+        return same[0]
+    joined = torch.cat(same)
+    if joined.shape[0] == x_batch.shape[0]:
+        return joined
+    return next((x for x in reversed(same) if x.shape[0] == x_batch.shape[0]), same[-1])
