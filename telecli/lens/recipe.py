@@ -15,6 +15,7 @@ agrees with the modelled one to rounding. :func:`recipe_error` measures the disa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -141,12 +142,12 @@ def output_gradient(loss: str, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return (torch.softmax(f, dim=1) - y) / B
 
 
-def loss_scale(observed: torch.Tensor, declared: torch.Tensor) -> tuple[float, float]:
-    """(κ, residual): the observed ∂L/∂f as κ × the declared loss's, and the relative residual."""
-    nd = float((declared * declared).sum())
-    no = float((observed * observed).sum()) ** 0.5
-    if nd == 0:
-        return 1.0, 0.0 if no == 0 else float("inf")
-    kappa = float((declared * observed).sum()) / nd
-    res = float(torch.linalg.vector_norm(observed - kappa * declared)) / no if no > 0 else 0.0
-    return kappa, res
+def loss_scale(dd: float, dg: float, gg: float) -> tuple[float, float]:
+    """(κ, residual): the observed ∂L/∂f = g as κ × the declared loss's d, from the sums d·d, d·g, g·g:
+    κ = d·g / d·d and residual = ‖g − κd‖/‖g‖ = √(1 − (d·g)²/(d·d g·g))."""
+    if dd == 0:
+        return 1.0, (0.0 if gg == 0 else math.inf)
+    kappa = dg / dd
+    if gg == 0:
+        return kappa, 0.0
+    return kappa, math.sqrt(max(0.0, 1.0 - dg * dg / (dd * gg)))

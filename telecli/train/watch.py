@@ -64,7 +64,8 @@ class LoopWatch:
         self.group: dict | None = None
         self.clip = math.nan
         self.clip_spread = math.nan
-        self.raw: dict[int, torch.Tensor] = {}
+        self.raw: torch.Tensor | None = None  # per-tensor ‖g‖ once backward has accumulated every gradient
+        self._pending: set[int] = set()
         self.inputs: list[torch.Tensor] = []
         self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -75,17 +76,25 @@ class LoopWatch:
 
     # -- hooks ------------------------------------------------------------------------------------------
     def _accumulated(self, p: torch.Tensor) -> None:
-        self.raw[id(p)] = p.grad.detach().pow(2).sum()  # the last call holds the fully accumulated gradient
+        # Once every parameter's gradient of this backward is accumulated, take their norms in one call
+        # (with gradient accumulation the last backward's norms are those of the summed gradients).
+        self._pending.add(id(p))
+        if len(self._pending) == len(self.params):
+            grads = [q.grad for q in self.params]
+            self.raw = torch.stack(torch._foreach_norm(grads))
+            self._versions = [(id(g), g._version) for g in grads]  # in-place changes bump these
+            self._pending = set()
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
         g = optimizer.param_groups[0]
         self.group = {k: g[k] for k in ("lr", "momentum", "betas", "weight_decay", "eps") if k in g}
-        have = [p for p in self.params if p.grad is not None and id(p) in self.raw]
-        if not have:
+        if self.raw is None or any(p.grad is None for p in self.params):
+            return  # a gradient backward did not produce: the factor stays unknown (NaN)
+        if [(id(p.grad), p.grad._version) for p in self.params] == self._versions:
+            self.clip, self.clip_spread = 1.0, 0.0  # the gradients backward left, untouched
             return
-        raw = torch.stack([self.raw[id(p)] for p in have])
-        seen = torch.stack([p.grad.detach().pow(2).sum() for p in have])
-        raw_l, seen_l = raw.tolist(), seen.tolist()  # one device synchronisation
+        seen = torch.stack(torch._foreach_norm([p.grad.detach() for p in self.params])).to(self.raw.dtype)
+        raw_l, seen_l = (torch.stack([self.raw, seen]) ** 2).tolist()  # one device synchronisation
         total_raw, total_seen = sum(raw_l), sum(seen_l)
         if total_raw <= 0:
             self.clip, self.clip_spread = 1.0, 0.0
@@ -122,17 +131,28 @@ class LoopWatch:
             seen["batch_seen"] = x_seen.shape[0]
             if x_seen.shape == x_batch.shape:
                 ref = x_batch.to(x_seen.device, x_seen.dtype)
-                scale = float(ref.abs().max()) or 1.0
-                seen["input_deviation"] = float((x_seen - ref).abs().max()) / scale
+                if torch.equal(x_seen, ref):
+                    seen["input_deviation"] = 0.0
+                else:
+                    dev, scale = torch.stack([(x_seen - ref).abs().max(), ref.abs().max()]).tolist()
+                    seen["input_deviation"] = dev / (scale or 1.0)
         if self.outputs:
-            f = torch.cat([o[0].reshape(o[0].shape[0], -1) for o in self.outputs])
-            g = torch.cat([o[1].reshape(o[1].shape[0], -1) for o in self.outputs])
-            y = y_batch.reshape(y_batch.shape[0], -1).to(f.device, f.dtype)
-            if f.shape == y.shape:
-                declared = output_gradient(loss, f, y)
-                seen["loss_scale"], seen["loss_residual"] = loss_scale(g, declared)
+            f = _join([o[0] for o in self.outputs])
+            g = _join([o[1] for o in self.outputs])
+            if f.shape[0] == y_batch.shape[0] and f.shape[1] == y_batch.numel() // y_batch.shape[0]:
+                # the residual is a difference of near-equal numbers: sums in float64
+                f, g = f.to(torch.float64), g.to(torch.float64)
+                d = output_gradient(loss, f, y_batch.reshape(f.shape).to(f.device, torch.float64))
+                m = torch.stack([d.reshape(-1), g.reshape(-1)])
+                (dd, dg), (_, gg) = (m @ m.T).tolist()
+                seen["loss_scale"], seen["loss_residual"] = loss_scale(dd, dg, gg)
         self._reset()
         return seen
+
+
+def _join(tensors: list[torch.Tensor]) -> torch.Tensor:
+    flat = [t.reshape(t.shape[0], -1) for t in tensors]
+    return flat[0] if len(flat) == 1 else torch.cat(flat)
 
 
 def _match(inputs: list[torch.Tensor], x_batch: torch.Tensor) -> torch.Tensor | None:
