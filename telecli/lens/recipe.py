@@ -1,9 +1,7 @@
 """The step the analysis models (method.md §1.1, §1.6): Δθ_t from θ_{t−1}, the batch gradient of the
-declared loss, γ_t, the per-step hyper-parameters and the optimiser state at t−1.
-
-    SGD     d = ρ g + λθ;  b = β b_{t−1} + d (b = d without momentum);  Δθ = −γ b
-    Adam    d = ρ g + λθ;  m = β₁m + (1−β₁)d;  v = β₂v + (1−β₂)d²;  Δθ = −γ m/(1−β₁ᵗ) / φ_t
-    AdamW   d = ρ g;       m, v as Adam;  Δθ = −γλθ − γ m/(1−β₁ᵗ) / φ_t,  φ_t = √(v/(1−β₂ᵗ)) + ε
+declared loss, γ_t, the per-step hyper-parameters and the optimiser state at t−1, through the
+optimiser's own update rule (``update`` of its module in telecli.optim, e.g. SGD:
+d = ρg + λθ, b = βb_{t−1} + d, Δθ = −γb).
 
 g is the batch-mean gradient of the declared loss (½‖f − y‖² for ``mse``) at θ_{t−1} on X[B_t], and
 ρ_t the recorded gradient scale: the loss scale measured at record time (nn.MSELoss is 2/k × the
@@ -16,7 +14,6 @@ agrees with the modelled one to rounding. :func:`recipe_error` measures the disa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -25,59 +22,13 @@ import torch
 RECIPE_TOLERANCE = {torch.float64: 1e-7, torch.float32: 1e-3}
 
 
-@dataclass
-class Hyper:
-    """The optimiser's hyper-parameters used at one step (read from the param group at optimizer.step())."""
-
-    lr: float
-    scale: float = 1.0  # ρ_t: loss scale × clipping factor, multiplies the batch gradient
-    weight_decay: float = 0.0
-    momentum: float = 0.0  # SGD
-    beta1: float = 0.9  # Adam, AdamW
-    beta2: float = 0.999
-    eps: float = 1e-8
-
-
-def sgd_update(theta, grad, state, h: Hyper, step: int):
-    d = h.scale * grad
-    if h.weight_decay:
-        d = d + h.weight_decay * theta
-    if not h.momentum:
-        return -h.lr * d, {}
-    prev = state.get("momentum_buffer")
-    buf = d if prev is None else h.momentum * prev + d  # PyTorch starts the buffer at b_1 = d
-    return -h.lr * buf, {"momentum_buffer": buf}
-
-
-def _adam(theta, grad, state, h: Hyper, step: int, decoupled: bool):
-    d = h.scale * grad
-    if h.weight_decay and not decoupled:
-        d = d + h.weight_decay * theta
-    m = h.beta1 * state["exp_avg"] + (1 - h.beta1) * d
-    v = h.beta2 * state["exp_avg_sq"] + (1 - h.beta2) * d * d
-    phi = v.sqrt() / (1 - h.beta2**step) ** 0.5 + h.eps
-    delta = -h.lr / (1 - h.beta1**step) * m / phi
-    if h.weight_decay and decoupled:
-        delta = delta - h.lr * h.weight_decay * theta
-    return delta, {"exp_avg": m, "exp_avg_sq": v}
-
-
-def adam_update(theta, grad, state, h: Hyper, step: int):
-    return _adam(theta, grad, state, h, step, decoupled=False)
-
-
-def adamw_update(theta, grad, state, h: Hyper, step: int):
-    return _adam(theta, grad, state, h, step, decoupled=True)
-
-
-UPDATES = {"sgd": sgd_update, "adam": adam_update, "adamw": adamw_update}
-
-
 def expected_update(name: str, theta: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-                    hyper: Hyper, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    hyper: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(Δθ_t, optimiser state at t) that the analysis models for step ``step`` ≥ 1 (flat P-vectors;
-    ``state`` holds the state at t−1 under PyTorch's key names)."""
-    return UPDATES[name](theta, grad, state, hyper, step)
+    ``state`` holds the state at t−1 under PyTorch's key names; the rule is the optimiser's module)."""
+    from telecli.optim import get
+
+    return get(name).update(theta, grad, state, hyper, step)
 
 
 def recipe_error(delta_model: torch.Tensor, delta: torch.Tensor, theta: torch.Tensor) -> float:

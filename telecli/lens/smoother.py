@@ -9,6 +9,7 @@ This module holds the one definition of p⁰ in the project.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from telecli.errors import TelecliError
 
@@ -47,8 +48,6 @@ def effective_parameters(S_rows, n: int) -> float:
 # is the optimiser's momentum M ≈ M^S vec(y) + M^C. Residuals are taken from f̃ (Eq. 7).
 # --------------------------------------------------------------------------------------------------
 
-import torch  # noqa: E402
-
 
 def effective_parameters_k(sq_norms, n: int, k: int = 1) -> float:
     """p⁰ for k outputs: (n/|I₀|) Σ_{j∈I₀} ‖s(x_j)‖²_F / k, with ‖s(x_j)‖²_F summed over the k × nk
@@ -62,7 +61,7 @@ def batch_rows(batch: torch.Tensor, k: int) -> torch.Tensor:
     return (batch[:, None] * k + torch.arange(k, device=batch.device)[None]).reshape(-1)
 
 
-def residual_parts(S_train: torch.Tensor, c_train: torch.Tensor, rows: torch.Tensor, nk: int):
+def residual_parts(S_train: torch.Tensor, c_train: torch.Tensor, rows: torch.Tensor):
     """Residuals on the batch, y_B − f̃_B = R^S vec(y) + R^C, with R^S = E_B − S_{t−1}[B], R^C = −c_{t−1}[B]."""
     RS = -S_train[rows]
     RS[torch.arange(len(rows), device=rows.device), rows] += 1.0
@@ -77,61 +76,18 @@ def sgd_kernel_step(K_rows: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, lr
 
 
 class ParameterState:
-    """Θ^S, Θ^C and the momentum parts M^S, M^C of the self-consistent derivation (method.md §1.6)."""
+    """Θ^S, Θ^C and the momentum parts M^S, M^C of the self-consistent derivation (method.md §1.6).
+    The optimiser's module (telecli.optim) turns the pseudo-gradient G_t into the direction U_t and
+    updates M; :func:`advance_parameters` applies Θ_t = Θ_{t−1} + γ_t U_t."""
 
-    def __init__(self, theta0: torch.Tensor, nk: int, momentum: torch.Tensor | None, need_theta: bool,
-                 need_momentum: bool):
+    def __init__(self, theta0: torch.Tensor, nk: int, momentum: torch.Tensor | None, need_momentum: bool):
         P = theta0.numel()
-        self.theta_S = torch.zeros(P, nk, dtype=theta0.dtype, device=theta0.device) if need_theta else None
+        self.theta_S = torch.zeros(P, nk, dtype=theta0.dtype, device=theta0.device)
         self.theta_C = theta0.clone()
         self.M_S = torch.zeros(P, nk, dtype=theta0.dtype, device=theta0.device) if need_momentum else None
         self.M_C = (momentum.clone() if momentum is not None else torch.zeros_like(theta0)) if need_momentum else None
 
 
-def optimizer_direction(state: ParameterState, G_S: torch.Tensor, G_C: torch.Tensor, opt: dict, lr: float,
-                        step: int, phi: torch.Tensor | None):
-    """U_t = (U^S, U^C) with Θ_t = Θ_{t−1} + γ_t U_t, for the optimiser's conventions (method.md §1.6):
-
-    * SGD, PyTorch momentum β and coupled decay λ:  M_t = β M_{t−1} + (G_t − λ Θ_{t−1}),  U_t = M_t
-    * Adam (coupled λ):  M_t = β₁ M_{t−1} + (1−β₁)(G_t − λ Θ_{t−1}),  U_t = diag(1/φ_t) M_t / (1−β₁ᵗ)
-    * AdamW (decoupled λ):  M_t = β₁ M_{t−1} + (1−β₁) G_t,  U_t = diag(1/φ_t) M_t / (1−β₁ᵗ) − λ Θ_{t−1}
-
-    φ_t = √(v_t/(1−β₂ᵗ)) + ε is read from the recorded optimiser state (a fixed preconditioner).
-    ``G`` is the pseudo-gradient T_t(y − f̃) = J_Bᵀ R / |B|. Updates M and returns U (Θ is updated by
-    :func:`advance_parameters`)."""
-    lam = opt.get("weight_decay", 0.0)
-    name = opt["name"]
-    if name == "sgd":
-        D_S, D_C = G_S, G_C
-        if lam:
-            D_S, D_C = D_S - lam * state.theta_S, D_C - lam * state.theta_C
-        beta = opt.get("momentum", 0.0)
-        if not beta:
-            return D_S, D_C
-        state.M_S.mul_(beta).add_(D_S)
-        state.M_C.mul_(beta).add_(D_C)
-        return state.M_S, state.M_C
-    b1 = opt["betas"][0]
-    D_S, D_C = G_S, G_C
-    if name == "adam" and lam:
-        D_S, D_C = D_S - lam * state.theta_S, D_C - lam * state.theta_C
-    state.M_S.mul_(b1).add_(D_S, alpha=1 - b1)
-    state.M_C.mul_(b1).add_(D_C, alpha=1 - b1)
-    corr = 1.0 - b1**step
-    U_S = state.M_S / (corr * phi[:, None])
-    U_C = state.M_C / (corr * phi)
-    if name == "adamw" and lam:
-        U_S = U_S - lam * state.theta_S
-        U_C = U_C - lam * state.theta_C
-    return U_S, U_C
-
-
 def advance_parameters(state: ParameterState, U_S: torch.Tensor, U_C: torch.Tensor, lr: float) -> None:
-    if state.theta_S is not None:
-        state.theta_S.add_(U_S, alpha=lr)
+    state.theta_S.add_(U_S, alpha=lr)
     state.theta_C.add_(U_C, alpha=lr)
-
-
-def adam_phi(exp_avg_sq: torch.Tensor, step: int, beta2: float, eps: float) -> torch.Tensor:
-    """φ_t = √v_t / √(1−β₂ᵗ) + ε, exactly as PyTorch's Adam/AdamW form the denominator."""
-    return exp_avg_sq.sqrt() / (1.0 - beta2**step) ** 0.5 + eps

@@ -18,6 +18,8 @@ import torch
 
 from telecli.lens import recipe as lens
 from telecli.lens.functional import flatten, function
+from telecli.optim import get as get_optimizer
+from telecli.optim import hyper_at
 from telecli.progress import Progress
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.optim import loss_fn
@@ -77,20 +79,6 @@ def train_mode_problems(traj: Trajectory, model: torch.nn.Module) -> list[str]:
             f"the layer in eval mode (or without it)" for name, kind in layers]
 
 
-def hyper_at(opt: dict, meta: dict[str, np.ndarray], row: int) -> lens.Hyper:
-    """The hyper-parameters of one step: the per-step records where the Recorder kept them, else the
-    manifest's constants (runs recorded before per-step records existed)."""
-    def get(key: str, default: float) -> float:
-        v = meta.get(key)
-        return default if v is None or not math.isfinite(float(v[row])) else float(v[row])
-
-    b1, b2 = opt.get("betas", (0.9, 0.999))
-    return lens.Hyper(lr=float(meta["lr"][row]), scale=get("loss_scale", 1.0) * get("clip", 1.0),
-                      weight_decay=get("weight_decay", opt.get("weight_decay", 0.0)),
-                      momentum=get("momentum", opt.get("momentum", 0.0)), beta1=get("beta1", b1),
-                      beta2=get("beta2", b2), eps=float(opt.get("eps", 1e-8)))
-
-
 def gradient_scale(meta: dict[str, np.ndarray], row: int) -> float:
     """ρ_t = loss scale × clipping factor (1 where not recorded)."""
     def get(key):
@@ -117,8 +105,10 @@ def check_recipe(traj: Trajectory, model: torch.nn.Module, device: torch.device,
     steps = np.arange(first + 1, last + 1)
     error = np.full(len(steps), np.nan)
     report = RecipeReport(steps, error, tol, problems=train_mode_problems(traj, model))
-    momentum = opt["name"] == "sgd" and (opt.get("momentum") or np.nanmax(meta.get("momentum", [0.0]), initial=0.0))
-    needs_state = opt["name"] != "sgd"
+    rule = get_optimizer(opt["name"])
+    momentum = rule.MOMENTUM_KEY is not None and (opt.get("momentum") or np.nanmax(meta.get("momentum", [0.0]),
+                                                                                   initial=0.0))
+    needs_state = rule.needs_recorded_state(opt)
     if needs_state and not m.get("optimizer_state"):
         report.notes.append(f"no optimiser state stored: the {opt['name']} steps cannot be checked")
         return report
@@ -140,16 +130,16 @@ def check_recipe(traj: Trajectory, model: torch.nn.Module, device: torch.device,
             theta_prev = flatten(params)
             theta_t = flatten({n: st[THETA][n].to(device, dtype) for n in names})
             delta = theta_t - theta_prev
-            hyper = hyper_at(opt, meta, r)
+            hyper = hyper_at(opt, meta, r)  # γ_t, ρ_t and the per-step hyper-parameters
             state_prev, state_t = _state(st_prev, names, device, dtype), _state(st, names, device, dtype)
             checkable = True
-            if momentum and "momentum_buffer" not in state_prev:
+            if momentum and rule.MOMENTUM_KEY not in state_prev:  # momentum not stored
                 if t - 1 == 0:
                     state_prev = {}
-                elif prev_delta is not None:  # b_{t−1} = −Δθ_{t−1}/γ_{t−1}
-                    state_prev = {"momentum_buffer": -prev_delta[0] / prev_delta[1]}
                 else:
-                    checkable = False
+                    derived = None if prev_delta is None else rule.state_from_updates(*prev_delta, opt)
+                    checkable = derived is not None
+                    state_prev = derived or {}
             if checkable:
                 step_no = int(float(st[OPT]["step"])) if "step" in st.get(OPT, {}) and needs_state else t
                 model_delta, model_state = lens.expected_update(opt["name"], theta_prev, grad, state_prev, hyper,
@@ -164,7 +154,7 @@ def check_recipe(traj: Trajectory, model: torch.nn.Module, device: torch.device,
                     if len(report.failures) < max_failures:
                         observed = {k: float(meta[k][r]) for k in OBSERVED if k in meta and np.isfinite(meta[k][r])}
                         report.failures.append((t, lens.diagnose(model_delta, delta, observed, m["loss"])))
-            prev_delta = (delta, hyper.lr)
+            prev_delta = (delta, hyper["lr"])
             prev = (t, st)
             bar.advance(1)
     return report

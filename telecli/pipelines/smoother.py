@@ -19,7 +19,9 @@ from telecli.lens.functional import flatten
 from telecli.lens.kernels import jacobian as kernel_jacobian
 from telecli.lens.kernels import tangent_kernel
 from telecli.lens.functional import function
-from telecli.pipelines.recipe import gradient_scale, hyper_at
+from telecli.optim import get as get_optimizer
+from telecli.optim import hyper_at
+from telecli.pipelines.recipe import gradient_scale
 from telecli.progress import Progress
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.replay import dense_states
@@ -39,84 +41,20 @@ def effective_optimizer(opt: dict, meta: dict) -> dict:
     return out
 
 
-def step_optimizer(opt: dict, meta: dict, row: int) -> dict:
-    """The optimiser's hyper-parameters at one step (per-step records, else the manifest's)."""
-    h = hyper_at(opt, meta, row)
-    out = {**opt, "weight_decay": h.weight_decay}
-    if opt["name"] == "sgd":
-        out["momentum"] = h.momentum
-    else:
-        out["betas"] = [h.beta1, h.beta2]
-    return out
-
-
-def needs_parameter_state(opt: dict) -> bool:
-    """Whether the optimiser needs the P × nk states (anything but plain SGD)."""
-    return not (opt["name"] == "sgd" and not opt.get("momentum") and not opt.get("weight_decay"))
-
-
 def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int) -> int:
+    rule = get_optimizer(opt["name"])
     nk = n * k
     total = nk * nk + n_eval * k * nk  # S_train and the evaluation rows
-    if needs_parameter_state(opt):
-        states = 1 + int(opt["name"] != "sgd" or bool(opt.get("momentum")))
+    if rule.parameter_state(opt):
+        states = 1 + int(rule.momentum_state(opt))
         total += states * n_params * nk + (nk + n_eval * k) * n_params + 2 * n_params * nk  # Θ, M, J, U
     return total * itemsize
-
-
-def component_names(opt: dict) -> list[str]:
-    """The update components of Δf̃_t for this optimiser (method.md §1.6 'design choices')."""
-    names = ["gradient"]
-    if opt["name"] != "sgd" or opt.get("momentum"):
-        names.append("momentum")
-    if opt.get("weight_decay"):
-        names += ["weight_decay", "theta0_decay"]
-    return names
-
-
-def component_vectors(opt: dict, lr: float, step: int, theta_prev, theta_t, state_prev: dict, state_t: dict,
-                      theta0_share) -> dict[str, torch.Tensor]:
-    """Split the realised Δθ_t into parameter-space directions whose images under ∇f(x)ᵀ are the update
-    components of Δf̃_t (they sum to Δθ_t exactly):
-
-    * momentum: the carry-over of earlier steps (SGD: −γβ·buf_{t−1}; Adam(W): −γβ₁ m_{t−1}/((1−β₁ᵗ)φ_t));
-    * weight decay: −γλθ_{t−1} (Adam with coupled decay: through the preconditioner), split into the
-      θ₀ decay — the same map applied to a_{t−1}θ₀ with a_t = Π_{s≤t}(1−γ_sλ), the share of the decayed
-      initialisation — and the rest;
-    * gradient: what remains, the current batch gradient's term.
-    ``state_*`` are flat optimiser-state vectors by key (momentum_buffer / exp_avg / exp_avg_sq)."""
-    lam = opt.get("weight_decay", 0.0)
-    name = opt["name"]
-    out: dict[str, torch.Tensor] = {}
-    zero = torch.zeros_like(theta_prev)
-
-    def decay(v):
-        return -lr * lam * v
-
-    if name == "sgd":
-        beta = opt.get("momentum", 0.0)
-        if beta:
-            out["momentum"] = -lr * beta * state_prev.get("momentum_buffer", zero)
-    else:
-        b1, b2 = opt["betas"]
-        phi = state_t["exp_avg_sq"].sqrt() / (1 - b2**step) ** 0.5 + opt["eps"]
-        c1 = 1 - b1**step
-        out["momentum"] = -lr * b1 * state_prev.get("exp_avg", zero) / (c1 * phi)
-        if name == "adam":
-            def decay(v):  # noqa: F811 — coupled decay passes through Adam's moments and preconditioner
-                return -lr * (1 - b1) * lam * v / (c1 * phi)
-    if lam:
-        total = decay(theta_prev)
-        out["theta0_decay"] = decay(theta0_share)
-        out["weight_decay"] = total - out["theta0_decay"]
-    out["gradient"] = (theta_t - theta_prev) - sum(out.values(), zero)
-    return out
 
 
 def datasets(splits, sizes: dict[str, int], S: int, k: int, opt: dict | None = None) -> dict:
     out = {}
     for s in splits:
-        for c in component_names(opt) if opt else []:
+        for c in get_optimizer(opt["name"]).component_names(opt) if opt else []:
             out[f"{s}/components/{c}"] = ((S, sizes[s], k), "f8")
         out[f"{s}/smoother"] = ((S, sizes[s], k), "f8")
         out[f"{s}/smoother_sq_norm"] = ((S, sizes[s]), "f8")
@@ -164,7 +102,8 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     raw0 = traj.theta(first)
     theta0 = {name: raw0[name].to(dev, dtype) for name in names}
     P = sum(v.numel() for v in theta0.values())
-    general = needs_parameter_state(opt)
+    rule = get_optimizer(opt["name"])
+    general = rule.parameter_state(opt)
     need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize)
     if need > budget:
         raise TelecliError(
@@ -172,7 +111,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             f"(budget {budget / 2**30:.1f} GiB); raise --max-memory, use --device cuda, or --points N for "
             f"fewer test points"
         )
-    if opt["name"] != "sgd" and not m.get("optimizer_state"):
+    if rule.needs_recorded_state(opt) and not m.get("optimizer_state"):
         raise TelecliError(f"{traj.run_dir} stored no optimiser state; {opt['name']} needs it for the smoother")
     test_splits = [s for s in X if s != "train"]
 
@@ -194,12 +133,10 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     state = None
     if general:
         momentum = None
-        if first > 0 and m.get("optimizer_state"):
-            key = "momentum_buffer" if opt["name"] == "sgd" else "exp_avg"
-            st = traj.optimizer_state(first)
-            momentum = -flatten({name: st[f"{name}.{key}"].to(dev, dtype) for name in theta0})
-        state = sm.ParameterState(flatten(theta0), nk, momentum, need_theta=True,
-                                  need_momentum=opt["name"] != "sgd" or bool(opt.get("momentum")))
+        if first > 0 and m.get("optimizer_state") and rule.momentum_state(opt):
+            st = traj.optimizer_state(first)  # M = −(the recorded momentum) in the U convention
+            momentum = -flatten({name: st[f"{name}.{rule.MOMENTUM_KEY}"].to(dev, dtype) for name in theta0})
+        state = sm.ParameterState(flatten(theta0), nk, momentum, need_momentum=rule.momentum_state(opt))
 
     theta_first = flatten(theta0)
     decay_share = 1.0  # a_t = Π (1 − γ_s λ): the share of θ_0 left after decay
@@ -252,13 +189,13 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 raise TelecliError(f"per-step records of {traj.run_dir} are out of order at step {t}")
             lr = float(meta["lr"][r])
             rho = gradient_scale(meta, r)  # loss scale × clipping factor: the gradient is ρ_t T_t g_t
-            opt_t = step_optimizer(opt, meta, r)
+            h = hyper_at(opt, meta, r)
             batch = torch.as_tensor(traj.batch(meta, r), device=dev)
             rows = sm.batch_rows(batch, k)
             B = len(batch)
             params = {name: st_prev[THETA][name].to(dev, dtype) for name in names}
             load_buffers(st_prev[BUFFER])
-            RS, RC = sm.residual_parts(S_train, c_train, rows, nk)
+            RS, RC = sm.residual_parts(S_train, c_train, rows)
             norms = {}
             if not general:
                 # one kernel call per step: every training point and the test points against B_t
@@ -278,12 +215,8 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
                 J_B = J_train[rows]
                 G_S, G_C = J_B.T @ RS * (rho / B), J_B.T @ RC * (rho / B)
-                phi = None
-                if opt["name"] != "sgd":
-                    ost = st[OPT]
-                    v = flatten({name: ost[f"{name}.exp_avg_sq"].to(dev, dtype) for name in params})
-                    phi = sm.adam_phi(v, int(ost["step"]), opt_t["betas"][1], opt["eps"])
-                U_S, U_C = sm.optimizer_direction(state, G_S, G_C, opt_t, lr, int(t), phi)
+                state_t = flat_state(st) if rule.needs_recorded_state(opt) else {}
+                U_S, U_C = rule.direction(state, G_S, G_C, h, int(t), state_t)
                 dS, dc = lr * (J_train @ U_S), lr * (J_train @ U_C)
                 K_train = J_train @ J_B.T
                 J_eval = {s: kernel_jacobian(model, X[s], params=params).reshape(X[s].shape[0] * k, -1)
@@ -307,9 +240,9 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if t in row_of:
                 theta_t = flatten({name: st[THETA][name].to(dev, dtype) for name in names})
                 write(t, norms, theta_t)
-                vecs = component_vectors(opt_t, lr, int(t), flatten(params), theta_t, flat_state(st_prev),
-                                         flat_state(st), decay_share * theta_first)
-                for c in component_names(opt):  # a component this step lacks (momentum switched off) is 0
+                vecs = rule.components(h, int(t), flatten(params), theta_t, flat_state(st_prev), flat_state(st),
+                                       decay_share * theta_first)
+                for c in rule.component_names(opt):  # a component this step lacks (momentum switched off) is 0
                     vecs.setdefault(c, torch.zeros_like(theta_t))
                 for s in X:
                     if general:
@@ -319,7 +252,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                         comp = {c: _jvp(model, params, X[s], v) for c, v in vecs.items()}
                     for c, v in comp.items():
                         writer[f"{s}/components/{c}"][row_of[t]] = v.reshape(X[s].shape[0], k).double().cpu().numpy()
-            decay_share *= 1.0 - lr * opt_t.get("weight_decay", 0.0)
+            decay_share *= 1.0 - lr * h.get("weight_decay", 0.0)
             prev = (t, st)
             bar.advance(1)
     for s in X:

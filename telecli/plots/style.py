@@ -152,9 +152,6 @@ def lookup(f: h5py.File, key: str) -> Any:
     return node
 
 
-OPT_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-
-
 def run_label(f: h5py.File) -> str | None:
     """A short description of the run from its configuration, e.g. 'SGD lr=0.05', 'SGD+σ lr=0.05',
     'SGD lr=0.01 mom=0.9', 'AdamW lr=0.0001 wd=0.1'; from the ``optimizer`` attr (no lr) when there is
@@ -167,7 +164,9 @@ def run_label(f: h5py.File) -> str | None:
     name = str(opt.get("optimizer") or opt.get("name") or "")
     if not name:
         return None
-    text = OPT_NAMES.get(name.lower(), name)
+    from telecli.optim import OPTIMIZERS
+
+    text = OPTIMIZERS[name.lower()].label if name.lower() in OPTIMIZERS else name
     model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     if model.get("sigmoid"):
         text += "+σ"

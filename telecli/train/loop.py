@@ -22,6 +22,7 @@ from telecli.progress import Progress
 from telecli.store.trajectory import MANIFEST, OPT, Trajectory, read_manifest
 from telecli.train.augment import crop_flip
 from telecli.train.optim import learning_rate, loss_fn, make_optimizer
+from telecli.optim import get as get_optimizer
 from telecli.train.recorder import Recorder, state_keys
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -106,18 +107,9 @@ def load_state(setup: Setup, opt_info: dict, theta: dict, buffers: dict, opt: di
         for name, b in setup.model.named_buffers():
             if name in buffers:
                 b.copy_(buffers[name])
-    setup.optimizer.state.clear()
-    keys = state_keys(opt_info)
-    if opt_step == 0 or not keys:
-        return  # fresh optimiser, or plain SGD which keeps no state
-    if not opt:
+    if opt_step and state_keys(opt_info) and not opt:
         raise TelecliError(f"{where} stored no optimiser state; it cannot be resumed, branched or replayed")
-    scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    for name, p in named.items():
-        state = {key: opt[f"{name}.{key}"].to(device=p.device, dtype=p.dtype).clone() for key in keys}
-        if opt_info["name"] != "sgd":
-            state["step"] = torch.tensor(float(opt_step), dtype=scalar)
-        setup.optimizer.state[p] = state
+    get_optimizer(opt_info["name"]).restore(setup.optimizer, named, opt, opt_info, opt_step)
 
 
 def train_step(setup: Setup, cfg: RunConfig, order: BatchOrder, t: int) -> tuple[np.ndarray | None, float]:

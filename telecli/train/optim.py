@@ -1,4 +1,4 @@
-"""Losses, optimisers and learning-rate schedules of the presets (method.md §2–5)."""
+"""Losses and learning-rate schedules of the presets (method.md §2–5); optimisers: telecli.optim."""
 
 from __future__ import annotations
 
@@ -22,16 +22,10 @@ def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    """SGD (PyTorch's momentum convention: no dampening, no bias correction), Adam or AdamW."""
-    name = cfg.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if name in ("adam", "adamw"):
-        if len(cfg.betas) != 2:
-            raise TelecliError(f"train.betas needs two values, got {cfg.betas}")
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    raise TelecliError(f"unknown optimizer '{cfg.optimizer}' (use sgd, adam or adamw)")
+    """The preset's torch optimiser, built by its module in telecli.optim."""
+    from telecli.optim import get
+
+    return get(cfg.optimizer).make(cfg, params)
 
 
 def learning_rate(cfg: TrainConfig, t: int) -> float:

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from telecli.errors import TelecliError
+from telecli.optim import describe as describe_optimizer
+from telecli.optim import get as get_optimizer
 from telecli.store.atomic import atomic_write_json
 from telecli.train.watch import LoopWatch
 from telecli.store.trajectory import (
@@ -53,40 +55,9 @@ from telecli.store.trajectory import (
 
 FROZEN = "frozen."  # data.safetensors prefix of frozen parameters
 
-SUPPORTED_OPTIMIZERS = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw"}
-OPT_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
-
-
 def state_keys(opt_info: dict[str, Any]) -> tuple[str, ...]:
     """The per-parameter optimiser state the smoother and resumption need (none for plain SGD)."""
-    if opt_info["name"] == "sgd" and opt_info.get("momentum", 0.0) == 0.0:
-        return ()
-    return OPT_STATE_KEYS[opt_info["name"]]
-
-
-def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimiser and its hyper-parameters in the conventions of method.md §1.6 (one param group)."""
-    kind = SUPPORTED_OPTIMIZERS.get(type(optimizer).__name__)
-    if kind is None:
-        raise TelecliError(
-            f"optimiser {type(optimizer).__name__} is not supported by the telescoping analyses "
-            f"(use torch.optim.SGD, Adam or AdamW)"
-        )
-    if len(optimizer.param_groups) != 1:
-        raise TelecliError("the Recorder needs an optimiser with a single parameter group")
-    g = optimizer.param_groups[0]
-    for flag in ("nesterov", "maximize", "amsgrad"):
-        if g.get(flag):
-            raise TelecliError(f"optimiser option {flag}=True is not supported by the telescoping analyses")
-    if kind == "sgd" and g.get("dampening", 0):
-        raise TelecliError("SGD dampening is not supported by the telescoping analyses (set dampening=0)")
-    out = {"name": kind, "weight_decay": float(g.get("weight_decay", 0.0))}
-    if kind == "sgd":
-        out["momentum"] = float(g.get("momentum", 0.0))
-    else:
-        out["betas"] = [float(b) for b in g["betas"]]
-        out["eps"] = float(g["eps"])
-    return out
+    return get_optimizer(opt_info["name"]).state_keys(opt_info)
 
 
 def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, opt_info: dict[str, Any], step: int,
@@ -311,11 +282,7 @@ class Recorder:
         group = seen["group"] or self.optimizer.param_groups[0]
         lr = float(group["lr"])
         extra = {k: seen[k] for k in ("clip", "clip_spread", "input_deviation", "loss_scale", "loss_residual")}
-        extra["weight_decay"] = float(group.get("weight_decay", 0.0))
-        if self.opt_info["name"] == "sgd":
-            extra["momentum"] = float(group.get("momentum", 0.0))
-        else:
-            extra["beta1"], extra["beta2"] = (float(b) for b in group["betas"])
+        extra.update(get_optimizer(self.opt_info["name"]).hyper(group))
         stored_batch = None if (batch is None and self.writer.full_batch) else idx
         self.writer.add_meta(t, lr, math.nan if loss is None else float(loss), stored_batch, extra)
         if self.is_stored(t) or (self._total is not None and t == self._total):

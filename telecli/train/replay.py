@@ -17,7 +17,7 @@ from telecli.models import instantiate
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.loop import BatchOrder, Setup, load_state, train_step
 from telecli.train.optim import make_optimizer
-from telecli.train.recorder import snapshot
+from telecli.train.recorder import snapshot, state_keys
 
 PREFIXES = (THETA, BUFFER, OPT)
 
@@ -34,9 +34,8 @@ class Replayer:
         if not m.get("config"):
             raise TelecliError(f"{traj.run_dir} stores steps with gaps and was recorded by a user loop, which "
                                f"cannot be replayed; record every step (Recorder(every=1))")
-        if m["optimizer"]["name"] != "sgd" or m["optimizer"].get("momentum"):
-            if not m.get("optimizer_state"):
-                raise TelecliError(f"{traj.run_dir} stores no optimiser state, so its gaps cannot be replayed")
+        if state_keys(m["optimizer"]) and not m.get("optimizer_state"):
+            raise TelecliError(f"{traj.run_dir} stores no optimiser state, so its gaps cannot be replayed")
         self.traj = traj
         self.cfg = config_mod.from_dict(m["config"])
         dtype = {"float64": torch.float64, "float32": torch.float32}[m["dtype"]]
