@@ -2,8 +2,9 @@
 and the optimiser (the Recorder installs them; the user's loop is unchanged):
 
 * how many times ``optimizer.step()`` ran (exactly once per recorded step, or the record is refused);
-* the hyper-parameters at that moment (γ_t, momentum / β₁, β₂, weight decay), so schedulers that cycle
-  them (OneCycleLR) are recorded per step rather than assumed constant;
+* the param group at that moment (γ_t and the optimiser module's per-step hyper-parameters: momentum,
+  β₁, β₂, weight decay, …), so schedulers that cycle them (OneCycleLR) are recorded per step rather
+  than assumed constant;
 * the clipping factor c_t = ‖g_seen‖/‖g_raw‖ between the gradient backward accumulated and the one the
   optimiser used (``clip_grad_norm_`` rescales by a scalar: exact; per-tensor rescaling is flagged);
 * the inputs of the forward passes that built the gradient, compared with X[idx] (augmentation or noise
@@ -87,7 +88,7 @@ class LoopWatch:
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
         g = optimizer.param_groups[0]
-        self.group = {k: g[k] for k in ("lr", "momentum", "betas", "weight_decay", "eps") if k in g}
+        self.group = {k: v for k, v in g.items() if k != "params"}  # the values this step uses
         if self.raw is None or any(p.grad is None for p in self.params):
             return  # a gradient backward did not produce: the factor stays unknown (NaN)
         if [(id(p.grad), p.grad._version) for p in self.params] == self._versions:
