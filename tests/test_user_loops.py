@@ -141,6 +141,9 @@ EXACT = {
     "adam-amsgrad": ("adam", {"amsgrad": True, "weight_decay": 1e-3}, 1e-2),
     "adamw": ("adamw", {"weight_decay": 0.1}, 1e-2),
     "adamw-amsgrad": ("adamw", {"amsgrad": True, "weight_decay": 0.1}, 1e-2),
+    "rmsprop": ("rmsprop", {"weight_decay": 1e-3}, 1e-3),
+    "rmsprop-momentum": ("rmsprop", {"momentum": 0.9, "weight_decay": 1e-3}, 1e-3),
+    "rmsprop-centered": ("rmsprop", {"centered": True, "momentum": 0.5}, 1e-3),
 }
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import torch
 
 from telecli.errors import TelecliError
-from telecli.optim import adam, sgd
+from telecli.optim import adam, rmsprop, sgd
 from telecli.optim.base import Rule
 
 OPTIMIZERS: dict[str, Rule] = {
     "sgd": sgd.RULE,
     "adam": adam.ADAM,
     "adamw": adam.ADAMW,
+    "rmsprop": rmsprop.RULE,
 }
 
 
