@@ -144,7 +144,14 @@ EXACT = {
     "rmsprop": ("rmsprop", {"weight_decay": 1e-3}, 1e-3),
     "rmsprop-momentum": ("rmsprop", {"momentum": 0.9, "weight_decay": 1e-3}, 1e-3),
     "rmsprop-centered": ("rmsprop", {"centered": True, "momentum": 0.5}, 1e-3),
+    "adagrad": ("adagrad", {"weight_decay": 1e-3, "lr_decay": 0.01}, 1e-2),
 }
+
+
+def test_every_registered_optimiser_has_an_exactness_case():
+    from telecli.optim import OPTIMIZERS
+
+    assert {opt for opt, _, _ in EXACT.values()} == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("case", sorted(EXACT))

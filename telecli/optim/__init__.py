@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from telecli.errors import TelecliError
-from telecli.optim import adam, rmsprop, sgd
+from telecli.optim import adagrad, adam, rmsprop, sgd
 from telecli.optim.base import Rule
 
 OPTIMIZERS: dict[str, Rule] = {
@@ -16,6 +16,7 @@ OPTIMIZERS: dict[str, Rule] = {
     "adam": adam.ADAM,
     "adamw": adam.ADAMW,
     "rmsprop": rmsprop.RULE,
+    "adagrad": adagrad.RULE,
 }
 
 
