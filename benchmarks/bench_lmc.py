@@ -27,7 +27,7 @@ import torch
 from telecli.lens import lmc as lens
 from telecli.models.cnn import CNN
 from telecli.models.resnet20 import ResNet20
-from telecli.pipelines.lmc import _Evaluator, interpolate_pair
+from telecli.jobs.lmc import _Evaluator, interpolate_pair
 
 
 def _sync(dev):

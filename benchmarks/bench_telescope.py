@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from telecli import config
-from telecli.pipelines.common import rebuild_network
-from telecli.pipelines.telescope import run_telescope
+from telecli.jobs.common import rebuild_network
+from telecli.jobs.telescope import run_telescope
 from telecli.store.trajectory import BUFFER, THETA, Trajectory
 from telecli.train.loop import run_training
 

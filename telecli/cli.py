@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from telecli.errors import TelecliError
+from telecli.plots import FIGURES
 
 app = typer.Typer(
     name="telecli",
@@ -94,7 +95,7 @@ def verify(
 
     problems, notes = verify_run(run)
     if not problems and recipe:
-        from telecli.pipelines.recipe import verify_recipe
+        from telecli.jobs.recipe import verify_recipe
 
         report = verify_recipe(run, device, progress=not quiet and sys.stderr.isatty())
         problems += report.lines()
@@ -134,7 +135,7 @@ def telescope(
     quiet: bool = _quiet_option(),
 ):
     """Rebuild predictions through the telescoping model: actual, telescoped, linearised, errors → HDF5."""
-    from telecli.pipelines.distributed import telescope_any
+    from telecli.jobs.distributed import telescope_any
 
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
                          shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
@@ -150,7 +151,7 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ):
     """Join the shard files of one telescope job into a single results file."""
-    from telecli.pipelines.telescope import merge as do_merge
+    from telecli.jobs.telescope import merge as do_merge
 
     print(f"wrote {do_merge(parts, out, overwrite=overwrite)}")
 
@@ -167,8 +168,7 @@ def merge(
                     "  telecli plot runs/boost/boost.h5 --figure tabular")
 def plot(
     files: List[Path] = typer.Argument(..., help="Results files of telecli telescope; several are overlaid."),
-    figure: str = typer.Option(..., "--figure", "-f", help="approximation | accuracy | complexity | double-descent "
-                               "| components | lmc | tabular (an unknown name lists all available)."),
+    figure: str = typer.Option(..., "--figure", "-f", help="; ".join(f"{k}: {v}" for k, v in FIGURES.items()) + "."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file, format by extension: .png (300 dpi), "
                                        ".pdf, .svg (default: FIRST-FILE-STEM-FIGURE.png next to the first file)."),
     label: List[str] = typer.Option([], "--label", help="Legend label of each file, in order (repeatable; default: "
@@ -239,7 +239,7 @@ def boost(
     quiet: bool = _quiet_option(),
 ):
     """Gradient-boosted trees and a neural network through the same telescoping lens on tabular data."""
-    from telecli.pipelines.boost import load_config, print_summary, run_boost
+    from telecli.jobs.boost import load_config, print_summary, run_boost
 
     cfg = load_config(config, {
         "data": data, "target": target, "proportions": proportions, "mixture_size": mixture_size, "top": top,
@@ -277,7 +277,7 @@ def lmc_spawn(
     quiet: bool = _quiet_option(),
 ):
     """Train K pairs of children from θ_t' (parent's optimiser state, new data orders) to the parent's last step."""
-    from telecli.pipelines.lmc import spawn
+    from telecli.jobs.lmc import spawn
 
     path = spawn(run, at, pairs=pairs, out=out, every=every, device=device, shard=shard, progress=not quiet)
     if not quiet:
@@ -308,7 +308,7 @@ def lmc_interpolate(
     quiet: bool = _quiet_option(),
 ):
     """Loss/accuracy of weight average, α-weighted mean and ensemble along α; barriers; gradient change → HDF5."""
-    from telecli.pipelines.lmc import run_interpolate
+    from telecli.jobs.lmc import run_interpolate
 
     path = run_interpolate(sources, out, alpha=alpha, bn=bn, points=points, gradients=gradients, delta=delta,
                            grad_points=grad_points, reduction=logits, seed=seed, bn_points=bn_points, device=device,
@@ -332,7 +332,7 @@ def lmc_gradients(
     quiet: bool = _quiet_option(),
 ):
     """Only the gradient change by layer, mean (∂f_{t'+Δ} − ∂f_{t'})², of one run (no children needed)."""
-    from telecli.pipelines.lmc import run_gradients
+    from telecli.jobs.lmc import run_gradients
 
     path = run_gradients(run, at, out, delta=delta, points=points, reduction=logits, seed=seed, device=device,
                          max_memory=max_memory, overwrite=overwrite, progress=not quiet)

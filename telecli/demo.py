@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from telecli.pipelines.telescope import run_telescope
+from telecli.jobs.telescope import run_telescope
 from telecli.plots import plot
 from telecli.train.loop import record
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from telecli.cli import app
 from telecli.errors import TelecliError
-from telecli.pipelines import boost as pb
+from telecli.jobs import boost as pb
 from telecli.store.trajectory import Trajectory
 
 E2E = {"data": "diabetes", "nn.steps": 150, "nn.lr": 0.01, "kernel_every": 3, "gbt.trees": 60, "gbt.depth": 3,

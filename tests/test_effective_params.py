@@ -15,7 +15,7 @@ import torch
 from telecli import config
 from telecli.errors import TelecliError
 from telecli.lens.smoother import effective_parameters, effective_parameters_k
-from telecli.pipelines.telescope import merge, run_telescope
+from telecli.jobs.telescope import merge, run_telescope
 from telecli.store.trajectory import Trajectory
 from telecli.train.loop import run_training
 from telecli.train.recorder import Recorder

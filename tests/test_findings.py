@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from telecli import config
-from telecli.pipelines.telescope import run_telescope
+from telecli.jobs.telescope import run_telescope
 from telecli.train.loop import run_training
 
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"

@@ -37,8 +37,8 @@ from telecli import config as config_mod
 from helpers import assert_one_line_error, cli  # noqa: E402
 from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
-from telecli.pipelines import lmc as pipe
-from telecli.pipelines.common import rebuild_network
+from telecli.jobs import lmc as pipe
+from telecli.jobs.common import rebuild_network
 from telecli.store.trajectory import Trajectory
 from telecli.store.verify import verify_run
 from telecli.train.loop import run_training
@@ -219,13 +219,8 @@ def test_figure(small, tmp_path):
         for out in (tmp_path / "lmc.png", tmp_path / "lmc.svg"):
             lmc_plot.draw([f, f2], out, labels=["random init", "gradients only"])
             assert out.stat().st_size > 5000
-    try:
-        from telecli.plots import FIGURES
-    except ImportError:  # pragma: no cover
-        FIGURES = {}
-    if "lmc" in FIGURES:
-        code, out, err = cli("plot", small.results, "--figure", "lmc", "--out", tmp_path / "cli.png")
-        assert code == 0 and (tmp_path / "cli.png").is_file(), err
+    code, out, err = cli("plot", small.results, "--figure", "lmc", "--out", tmp_path / "cli.png")
+    assert code == 0 and (tmp_path / "cli.png").is_file(), err
 
 
 # ------------------------------------------------------------------------------- linear in parameters
@@ -433,7 +428,7 @@ def test_pretrained_factory_starts_from_the_pretrained_network(tmp_path, monkeyp
     src = tiny(tmp_path, "src", {"name": "features", "width": 10}, steps=6)
     monkeypatch.chdir(tmp_path)
     cfg = config_mod.from_dict({"name": "ft", "device": "cpu", "task": {"name": "digits", "classes": [3, 5]},
-                                "model": {"name": "factory", "factory": "telecli.pipelines.lmc:pretrained",
+                                "model": {"name": "factory", "factory": "telecli.jobs.lmc:pretrained",
                                           "kwargs": {"run": "src"}},
                                 "train": {"loss": "mse", "lr": 0.1, "batch_size": 64, "steps": 3}})
     ft = run_training(cfg, tmp_path / "ft", progress=False)
@@ -461,5 +456,5 @@ def test_presets_store_spawn_steps_and_one_epoch_later():
     assert (pre.task.name, pre.train.steps, pre.train.milestones, pre.train.decay) == ("svhn", 30000, [15000, 25000], 0.2)
     ft = config_mod.load(SAMPLE / "paper/lmc-resnet20-svhn.toml")
     assert (ft.train.steps, ft.train.milestones, ft.train.decay) == (12800, [6400, 9600], 0.2)
-    assert ft.model.factory == "telecli.pipelines.lmc:pretrained"
+    assert ft.model.factory == "telecli.jobs.lmc:pretrained"
     assert {t for t in spawn if t <= 12800} | {t + 390 for t in spawn if t <= 12800} <= set(ft.store.steps)

@@ -71,6 +71,37 @@ def fabricate(path: Path, *, cfg: dict | None = None, effective: bool = True, re
     return path
 
 
+def fabricate_lmc(path: Path, seed: int = 0) -> Path:
+    """An lmc.h5 shaped like ``telecli lmc interpolate`` + ``lmc gradients`` (docs/lmc.md): barriers that
+    shrink with the spawn step t′, gradient changes per layer that fall fastest at the output."""
+    rng = np.random.default_rng(seed)
+    t = np.array([0, 2, 5, 10, 20, 50])
+    with h5py.File(path, "w") as f:
+        f["spawn_steps"] = t
+        for name, scale in (("acc_barrier", 0.2), ("acc_gap_mid", 0.1)):
+            f[f"summary/{name}_mean"] = scale / (1 + t) + 0.01 * rng.random(len(t))
+            f[f"summary/{name}_se"] = 0.01 * rng.random(len(t))
+        layers = ["conv1", "conv2", "bn1", "head"]
+        f["gradients/layers"] = np.array(layers, dtype="S")
+        f["gradients/kind"] = np.array(["conv", "conv", "batchnorm", "linear"], dtype="S")
+        f["gradients/change"] = np.stack([1e-2 / (1 + t) ** (0.5 + j) for j in range(len(layers))], axis=1)
+        f.attrs["gradient_delta"] = 20
+    return path
+
+
+def fabricate_boost(path: Path, seed: int = 0) -> Path:
+    """A boost.h5 shaped like ``telecli boost`` (docs/boost.md): metrics per irregular proportion p."""
+    rng = np.random.default_rng(seed)
+    p = np.linspace(0, 1, 6)
+    with h5py.File(path, "w") as f:
+        f.attrs["dataset"] = "houses"
+        f["metrics/proportions"] = p
+        f["metrics/relative_mse"] = 1 + 2 * p + 0.05 * rng.random(6)
+        f["metrics/kernel_norm_nn"] = 0.9 + 1.5 * p
+        f["metrics/kernel_norm_gbt"] = 0.6 + 0.1 * p
+    return path
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, list[Path]]:
     d = tmp_path_factory.mktemp("results")
@@ -80,7 +111,9 @@ def files(tmp_path_factory) -> dict[str, list[Path]]:
               for w in (2, 5, 20, 100, 400) for s in (0, 1)]
     return {"one": [sweep[1]], "sweep": sweep, "widths": widths,
             "poly": [fabricate(d / "poly.h5", regression=True, k=1)],
-            "bare": [fabricate(d / "bare.h5", effective=False)]}
+            "bare": [fabricate(d / "bare.h5", effective=False)],
+            "lmc": [fabricate_lmc(d / "lmc.h5")],
+            "boost": [fabricate_boost(d / f"boost{s}.h5", seed=s) for s in (0, 1)]}
 
 
 CASES = {  # figure → which files, extra options
@@ -89,11 +122,13 @@ CASES = {  # figure → which files, extra options
     "complexity": ("one", {}),
     "double-descent": ("widths", {}),
     "components": ("one", {"split": "train"}),
+    "lmc": ("lmc", {}),
+    "tabular": ("boost", {}),
 }
 
 
 def test_every_figure_has_a_case():
-    assert set(CASES) <= set(FIGURES)
+    assert set(CASES) == set(FIGURES)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -210,7 +245,7 @@ def test_cli(files, tmp_path):
 def test_end_to_end(tmp_path):
     """A tiny recorded run, telescoped, then plotted."""
     from telecli import config as cfgmod
-    from telecli.pipelines.telescope import run_telescope
+    from telecli.jobs.telescope import run_telescope
     from telecli.train.loop import run_training
 
     cfg = cfgmod.from_dict({"name": "tiny", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16},

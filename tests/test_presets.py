@@ -16,7 +16,7 @@ import torch
 
 from telecli import config
 from telecli.errors import TelecliError
-from telecli.pipelines.recipe import verify_recipe
+from telecli.jobs.recipe import verify_recipe
 from telecli.store.verify import verify_run
 from telecli.train.loop import run_training
 

@@ -19,8 +19,8 @@ import torch
 
 from telecli import config
 from telecli.errors import IntegrityError, TelecliError
-from telecli.pipelines.common import rebuild_network
-from telecli.pipelines.telescope import merge, run_telescope
+from telecli.jobs.common import rebuild_network
+from telecli.jobs.telescope import merge, run_telescope
 from telecli.store.trajectory import Trajectory
 from telecli.train.loop import run_training
 
@@ -325,3 +325,19 @@ def test_dropout_and_train_mode_batchnorm_refused_approximate_uses_running_stati
     assert not model.training
     np.testing.assert_allclose(d["test/actual"][-1], out.numpy(), rtol=0, atol=1e-12)
     assert d["test/approx_error_telescoped"][-1] < d["test/approx_error_linearized"][-1]
+
+
+def test_binary_cross_entropy_error_rates_decide_at_logit_zero(tmp_path):
+    """One-logit cross-entropy: the class is f > 0 (probability ½), not f > 0.5 as for a squared loss.
+    Independent reference: scikit-learn's accuracy_score of σ(f) ≥ ½ against the 0/1 targets."""
+    from sklearn.metrics import accuracy_score
+
+    run = record(tmp_path, "bce", {"name": "mlp", "width": 16}, {"optimizer": "sgd", "lr": 0.5, "steps": 30,
+                                                                  "loss": "ce"})
+    d = read(run_telescope(run, progress=False))
+    for split in ("train", "test"):
+        f, y = d[f"{split}/actual"], d[f"{split}/targets"][:, 0]
+        want = [1 - accuracy_score(y, (1 / (1 + np.exp(-f[s, :, 0])) >= 0.5).astype(float)) for s in range(len(f))]
+        np.testing.assert_allclose(d[f"{split}/error_actual"], want, rtol=0, atol=1e-12)
+        # the logits of a trained net fall between 0 and 0.5 for some points: the threshold matters
+        assert np.any((f[-1, :, 0] > 0) & (f[-1, :, 0] < 0.5))

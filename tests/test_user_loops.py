@@ -21,8 +21,8 @@ from torch import nn
 
 from helpers import cli
 from telecli.errors import TelecliError
-from telecli.pipelines.recipe import verify_recipe
-from telecli.pipelines.telescope import run_telescope
+from telecli.jobs.recipe import verify_recipe
+from telecli.jobs.telescope import run_telescope
 from telecli.train.recorder import Recorder
 
 

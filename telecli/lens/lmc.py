@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from telecli.lens.functional import Params, function
-from telecli.lens.telescope import loss as mean_loss
+from telecli.lens import metrics
 
 __all__ = [
     "interpolate", "weight_average_outputs", "ensemble", "losses", "accuracies", "prediction_gap",
@@ -85,22 +85,13 @@ def ensemble(f_a: torch.Tensor, f_b: torch.Tensor, alphas: torch.Tensor) -> torc
 # ---------------------------------------------------------------------------------------- metrics
 
 def losses(f: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean loss over the points for each leading index: ``mse`` ½‖f − y‖², ``ce`` cross-entropy on
-    logits (binary with one output) — the training loss of the run."""
-    return mean_loss(f, y.to(f.dtype), kind)
+    """Mean loss over the points for each leading index — the training loss of the run (lens.metrics)."""
+    return metrics.loss(f, y.to(f.dtype), kind)
 
 
 def accuracies(f: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Classification accuracy for each leading index: argmax for k > 1 outputs; one output against 0/1
-    targets is thresholded at 0.5 (``mse``: f is the prediction of y) or at 0 (``ce``: f is a logit,
-    i.e. probability 0.5). Targets that are not classes (regression) give NaN."""
-    if f.shape[-1] == 1:
-        yt = y[..., 0]
-        if not torch.all((yt == 0) | (yt == 1)):
-            return torch.full(f.shape[:-2], float("nan"), dtype=f.dtype, device=f.device)
-        cut = 0.0 if kind == "ce" else 0.5
-        return ((f[..., 0] > cut).to(yt.dtype) == yt).to(f.dtype).mean(dim=-1)
-    return (f.argmax(dim=-1) == y.argmax(dim=-1)).to(f.dtype).mean(dim=-1)
+    """Accuracy for each leading index (lens.metrics: one output decided at 0.5 for ``mse``, 0 for ``ce``)."""
+    return metrics.accuracy(f, y, kind)
 
 
 def prediction_gap(f_weight: torch.Tensor, f_ensemble: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Losses, error rates, approximation errors and seed statistics: each defined once (method.md §2, §5.2).
+"""Losses, error rates and approximation errors: each defined once (method.md §2, §5.2); the mean and
+standard error over seeds are telecli.lens.stats (numpy only, for the figures).
 
 The loss kinds are the run's: ``mse`` is ½‖f − y‖² per example (method.md §1.5: ∂ℓ/∂f = f − y), ``ce`` is
 cross-entropy on logits (binary with one output, soft or one-hot targets with k outputs). A single
@@ -60,27 +61,17 @@ def error_rate(f: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def accuracy(f: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """1 − :func:`error_rate` (NaN for regression targets)."""
-    return 1.0 - error_rate(f, y, kind)
+    """Classification accuracy over the points, the same decision as :func:`error_rate` (NaN for
+    regression targets)."""
+    if f.shape[-1] == 1:
+        yt = y[..., 0]
+        if not torch.all((yt == 0) | (yt == 1)):
+            return torch.full(f.shape[:-2], float("nan"), dtype=f.dtype, device=f.device)
+        return ((f[..., 0] > decision_threshold(kind)).to(yt.dtype) == yt).to(f.dtype).mean(dim=-1)
+    return (f.argmax(dim=-1) == y.argmax(dim=-1)).to(f.dtype).mean(dim=-1)
 
 
 def approximation_error(f: torch.Tensor, f_approx: torch.Tensor) -> torch.Tensor:
     """Mean absolute approximation error over points and outputs, (1/m) Σ_x |f(x) − f̃(x)| (§2);
     leading axes other than the last two are kept."""
     return (f - f_approx).abs().mean(dim=(-2, -1))
-
-
-def mean_se(rows, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error of the mean over seeds (axis ``axis``), ignoring NaN; s.e. is 0 for one seed.
-
-    >>> m, se = mean_se(np.array([[1.0, 2.0], [3.0, 4.0]]))
-    >>> m.tolist(), se.tolist()
-    ([2.0, 3.0], [1.0, 1.0])
-    """
-    a = np.asarray(rows, dtype=np.float64)
-    n = np.sum(np.isfinite(a), axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.nanmean(a, axis=axis) if a.size else np.full(a.shape[1:], np.nan)
-        sd = np.nanstd(a, axis=axis, ddof=1) if a.shape[axis] > 1 else np.zeros_like(m)
-        se = np.where(n > 1, sd / np.sqrt(np.maximum(n, 1)), 0.0)
-    return m, se

@@ -52,29 +52,3 @@ def linearized_jvp(model: nn.Module, theta0: Params, buffers0: Params, f0: torch
 def actual(model: nn.Module, thetas: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
     """f_{θ_t}(x) for a stack of θ_t: (S, n, k)."""
     return forward_block(model, thetas, buffers, x)
-
-
-def approximation_error(f: torch.Tensor, f_approx: torch.Tensor) -> torch.Tensor:
-    """Mean absolute approximation error over points and outputs, (1/m) Σ_x |f(x) − f̃(x)| (§2);
-    leading axes other than the last two are kept."""
-    return (f - f_approx).abs().mean(dim=(-2, -1))
-
-
-def error_rate(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Misclassification rate: one output thresholded at 0.5 against 0/1 targets, argmax for k > 1.
-    Regression targets (not 0/1) give NaN."""
-    if f.shape[-1] == 1:
-        if not torch.all((y == 0) | (y == 1)):
-            return torch.full(f.shape[:-2], float("nan"), dtype=f.dtype, device=f.device)
-        return ((f[..., 0] > 0.5).to(y.dtype) != y[..., 0]).to(f.dtype).mean(dim=-1)
-    return (f.argmax(dim=-1) != y.argmax(dim=-1)).to(f.dtype).mean(dim=-1)
-
-
-def loss(f: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean loss over points, as in training: ``mse`` ½‖f − y‖², ``ce`` cross-entropy on logits."""
-    if kind == "mse":
-        return 0.5 * ((f - y) ** 2).sum(dim=-1).mean(dim=-1)
-    if f.shape[-1] == 1:
-        z, t = f[..., 0], y[..., 0]
-        return (torch.clamp(z, min=0) - z * t + torch.log1p(torch.exp(-z.abs()))).mean(dim=-1)
-    return -(y * torch.log_softmax(f, dim=-1)).sum(dim=-1).mean(dim=-1)

@@ -7,7 +7,7 @@ An optimiser is described in four places of the method, each a method of :class:
   the param group when optimizer.step() runs), ``make`` (the torch optimiser of a preset), ``restore``
   (put recorded state back for resume, branch and replay);
 * the recipe (method.md §1.1, §1.6) — ``update``: Δθ_t and the state at t from θ_{t−1}, the gradient
-  and the state at t−1, in PyTorch's own conventions (checked by telecli.pipelines.recipe);
+  and the state at t−1, in PyTorch's own conventions (checked by telecli.jobs.recipe);
 * the smoother (method.md §1.6, Eqs. 16–21 corrected) — ``direction``: U_t = (U^S, U^C) with
   Θ_t = Θ_{t−1} + γ_t U_t from the pseudo-gradient G_t = ρ_t T_t(y − f̃_{t−1}), applied to the S- and
   C-parts alike; ``parameter_state`` says whether Θ must be carried (else the kernel recursion of §1.5);

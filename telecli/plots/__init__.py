@@ -2,7 +2,9 @@
 
 The registry
 ------------
-``FIGURES`` maps a figure name to its draw function, one module per figure family::
+``FIGURES`` maps a figure name to a one-line description (``telecli plot --help`` lists them); the
+figure is drawn by ``draw`` of the module of that name (``-`` read as ``_``), one module per figure
+family, imported only when drawn::
 
     def draw(files: list[h5py.File], out: Path, **opts) -> None
 
@@ -16,7 +18,8 @@ Declare the datasets a figure reads with ``@style.requires("steps", "{split}/x",
 CMD RUN")``: ``plot`` checks them in every file before drawing and fails with one line naming the
 file, the missing dataset and the command that writes it.
 
-To add a figure: write ``telecli/plots/NAME.py`` with such a ``draw`` and add one line to FIGURES.
+To add a figure: write ``telecli/plots/NAME.py`` with such a ``draw`` and add one line to FIGURES (and
+a case to tests/test_plots.py, which renders every figure of the registry).
 """
 
 from __future__ import annotations
@@ -25,18 +28,26 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from telecli.errors import TelecliError
-from telecli.plots import accuracy, approximation, complexity, components, double_descent, lmc, style, tabular
+import importlib
 
-FIGURES: dict[str, Callable[..., None]] = {
-    "approximation": approximation.draw,  # Figs. 2, 7: |f − f̃| and |f − f^lin| per step
-    "accuracy": accuracy.draw,  # Fig. 8: accuracy of f̃ and f^lin against the network
-    "complexity": complexity.draw,  # Figs. 4, 11–13: error and p^train / p^test per step
-    "double-descent": double_descent.draw,  # Figs. 3, 9, 10: final loss and p against width
-    "components": components.draw,  # update components of Δf̃_t per step
-    "tabular": tabular.draw,  # Figs. 5, 14: NN vs GBT, relative MSE and kernel-norm ratio against p
-    "lmc": lmc.draw,  # Fig. 6: accuracy barrier and gradient change by layer against the spawn step
+from telecli.errors import TelecliError
+
+FIGURES: dict[str, str] = {
+    "approximation": "Figs. 2, 7: |f − f̃| and |f − f^lin| per step",
+    "accuracy": "Fig. 8: accuracy of f̃ and f^lin against the network",
+    "complexity": "Figs. 4, 11–13: error and p^train / p^test per step",
+    "double-descent": "Figs. 3, 9, 10: final loss and p against width",
+    "components": "update components of Δf̃_t per step",
+    "tabular": "Figs. 5, 14: NN vs GBT, relative MSE and kernel-norm ratio against p",
+    "lmc": "Fig. 6: accuracy barrier and gradient change by layer against the spawn step",
 }
+
+
+def draw_function(figure: str) -> Callable[..., None]:
+    """The ``draw`` of a registered figure (its module is imported here, not before)."""
+    if figure not in FIGURES:
+        raise TelecliError(f"unknown figure '{figure}'; available: {', '.join(FIGURES)}")
+    return importlib.import_module(f"telecli.plots.{figure.replace('-', '_')}").draw
 
 SPLITS = ("train", "test")
 
@@ -54,9 +65,9 @@ def plot(paths: Sequence[str | Path], figure: str, out: str | Path | None = None
     paths = [Path(p) for p in paths]
     if not paths:
         raise TelecliError("give at least one results file")
-    draw = FIGURES.get(figure)
-    if draw is None:
-        raise TelecliError(f"unknown figure '{figure}'; available: {', '.join(FIGURES)}")
+    from telecli.plots import style
+
+    draw = draw_function(figure)
     if split not in SPLITS:
         raise TelecliError(f"--split must be train or test, got '{split}'")
     out = Path(out) if out is not None else default_out(paths[0], figure)
@@ -97,6 +108,8 @@ def plot(paths: Sequence[str | Path], figure: str, out: str | Path | None = None
 def auto_labels(files, paths: list[Path]) -> list[str]:
     """A label per file: the run configuration ('SGD lr=0.05'); where that does not tell the files
     apart, the configuration entries that differ ('width=100, seed=1'); else the file's name."""
+    from telecli.plots import style
+
     labels = [style.run_label(f) for f in files]
     if len(files) == 1:
         return [labels[0] or file_name(paths[0], paths)]
@@ -126,4 +139,4 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["FIGURES", "plot", "default_out"]
+__all__ = ["FIGURES", "draw_function", "plot", "default_out"]

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from telecli.errors import TelecliError
+from telecli.lens import stats
 from telecli.plots import style
 from telecli.plots.complexity import EFFECTIVE_HINT
 
@@ -39,13 +40,8 @@ def widths(files: list[h5py.File], names: list[str], key: str) -> np.ndarray:
 def mean_se(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group ``y`` by equal ``x``: (unique x, mean, standard error; 0 where one value)."""
     ux = np.unique(x)
-    means, ses = [], []
-    for v in ux:
-        g = y[x == v]
-        g = g[np.isfinite(g)]
-        means.append(g.mean() if g.size else np.nan)
-        ses.append(g.std(ddof=1) / np.sqrt(g.size) if g.size > 1 else 0.0)
-    return ux, np.asarray(means), np.asarray(ses)
+    groups = [stats.mean_se(y[x == v]) for v in ux]
+    return ux, np.asarray([m for m, _ in groups]), np.asarray([se for _, se in groups])
 
 
 def final(f: h5py.File, name: str) -> float:

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from telecli.errors import TelecliError
+from telecli.lens.stats import mean_se
 from telecli.plots import style
 
 HINT = "telecli boost DATA --target COL --out DIR"
@@ -31,12 +32,7 @@ def _dataset(f: h5py.File, name: str) -> str:
 
 
 def _mean_se(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(rows, dtype=float)
-    mean = np.nanmean(a, axis=0) if np.isfinite(a).any() else np.full(a.shape[1], np.nan)
-    k = np.isfinite(a).sum(axis=0)
-    sd = np.nanstd(a, axis=0, ddof=1) if a.shape[0] > 1 else np.zeros(a.shape[1])
-    se = np.where(k > 1, sd / np.sqrt(np.maximum(k, 1)), 0.0)
-    return mean, se
+    return mean_se(rows, axis=0)
 
 
 def collect(files: list[h5py.File], names: list[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -69,7 +65,7 @@ def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, *
     data = collect(files, names)
     cols = len(data)
     with style.house_style():
-        fig, axes = style.new_figure(2, cols, size=(max(3.2, 2.9 * cols), 5.0), squeeze=False, sharex=True)
+        fig, axes = style.new_figure(2, cols, size=(max(style.DOUBLE[0], 2.9 * cols), 5.0), squeeze=False, sharex=True)
         for j, (ds, e) in enumerate(data.items()):
             top, bottom = axes[0, j], axes[1, j]
             p = e["p"]

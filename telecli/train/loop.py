@@ -19,30 +19,12 @@ from telecli.data import build_task
 from telecli.errors import NonFiniteError, TelecliError
 from telecli.models import instantiate, model_spec
 from telecli.progress import Progress
+from telecli.runtime import resolve_device, resolve_dtype
 from telecli.store.trajectory import MANIFEST, OPT, Trajectory, read_manifest
 from telecli.train.augment import crop_flip
 from telecli.train.optim import learning_rate, loss_fn, make_optimizer
 from telecli.optim import get as get_optimizer
 from telecli.train.recorder import Recorder, state_keys
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TelecliError("--device cuda asked for, but torch sees no CUDA device (use --device cpu)")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise TelecliError(f"unknown device '{name}' (use auto, cpu or cuda)")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise TelecliError(f"unknown dtype '{name}' (use float64 or float32)")
-    return DTYPES[name]
-
 
 class BatchOrder:
     """B_t for step t ≥ 1: epoch e = (t−1) // batches_per_epoch reads a permutation seeded by (seed, e);

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from telecli.config import TrainConfig
 from telecli.errors import TelecliError
+from telecli.lens.metrics import training_loss
 
 
 def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Batch-mean loss. ``mse``: ½‖f(x) − y‖² per example (method.md §1.5: g = f − y); ``ce``:
-    cross-entropy on logits (binary with one output, soft/one-hot targets with k outputs)."""
-    if name == "mse":
-        return 0.5 * ((output - target) ** 2).sum(dim=1).mean()
-    if name == "ce":
-        if output.shape[1] == 1:
-            return F.binary_cross_entropy_with_logits(output, target)
-        return F.cross_entropy(output, target)
-    raise TelecliError(f"unknown loss '{name}' (use 'mse' or 'ce')")
+    """Batch-mean training loss of the run's kind (lens.metrics.training_loss)."""
+    return training_loss(name, output, target)
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:

@@ -17,6 +17,7 @@ from telecli.models import instantiate
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.loop import BatchOrder, Setup, load_state, train_step
 from telecli.train.optim import make_optimizer
+from telecli.runtime import resolve_dtype
 from telecli.train.recorder import snapshot, state_keys
 
 PREFIXES = (THETA, BUFFER, OPT)
@@ -38,7 +39,7 @@ class Replayer:
             raise TelecliError(f"{traj.run_dir} stores no optimiser state, so its gaps cannot be replayed")
         self.traj = traj
         self.cfg = config_mod.from_dict(m["config"])
-        dtype = {"float64": torch.float64, "float32": torch.float32}[m["dtype"]]
+        dtype = resolve_dtype(m["dtype"])
         data = traj.data()
         torch.manual_seed(0)
         model = instantiate(m["model"]["factory"], m["model"]["kwargs"]).to(device=device, dtype=dtype)

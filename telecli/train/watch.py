@@ -14,7 +14,7 @@ and the optimiser (the Recorder installs them; the user's loop is unchanged):
   in train mode.
 
 None of it changes what the loop computes. The numbers go to the per-step records (docs/format.md) and
-are checked offline by ``telecli verify`` (telecli.pipelines.recipe).
+are checked offline by ``telecli verify`` (telecli.jobs.recipe).
 """
 
 from __future__ import annotations

@@ -18,19 +18,12 @@ import numpy as np
 import torch
 
 from telecli.errors import TelecliError
+from telecli.lens import metrics
 from telecli.lens import telescope as lens
 from telecli.lens.functional import flatten, jacobian
-from telecli.pipelines.recipe import check_recipe, train_mode_problems
-from telecli.pipelines.common import (
-    activation_elements,
-    device_for,
-    parse_memory,
-    parse_shard,
-    plan_memory,
-    rebuild_network,
-    select_points,
-    with_oom_backoff,
-)
+from telecli.jobs.recipe import check_recipe, train_mode_problems
+from telecli.jobs.common import parse_shard, rebuild_network, select_points
+from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, plan_memory, with_oom_backoff
 from telecli.progress import Progress
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
 from telecli.store.trajectory import BUFFER, THETA, Trajectory
@@ -79,7 +72,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
 
     A run whose network ran batch-dependent layers in train mode is refused (the function evaluated
     would not be the one trained), and with ``effective_params`` every step is first checked against
-    the step the smoother models (telecli.pipelines.recipe): a mismatch is refused. ``approximate``
+    the step the smoother models (telecli.jobs.recipe): a mismatch is refused. ``approximate``
     computes either anyway and records the caveat in the file (docs/effective-parameters.md)."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
@@ -125,9 +118,9 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
                       "effective_params": effective_params}, sort_keys=True)
     datasets = {f"{s}/{kind}": ((S, len(idx[s]), k), "f8") for s in splits for kind in KINDS}
     if effective_params:
-        from telecli.pipelines.smoother import datasets as smoother_datasets
+        from telecli.jobs.smoother import datasets as smoother_datasets
 
-        from telecli.pipelines.smoother import effective_optimizer
+        from telecli.jobs.smoother import effective_optimizer
 
         datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k,
                                           effective_optimizer(traj.manifest["optimizer"], traj.meta())))
@@ -149,7 +142,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     try:
         _compute(traj, model, writer, X, splits, first, last, row_of, dev, dtype, plan, progress)
         if effective_params:
-            from telecli.pipelines.smoother import run_smoother
+            from telecli.jobs.smoother import run_smoother
 
             run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress)
             if report is not None:
@@ -354,10 +347,10 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
                 "effective_parameters", "smoother_gap", "kernel_norm_max")]:
             del g[name]
         for kind in ("telescoped", "linearized"):
-            g[f"approx_error_{kind}"] = lens.approximation_error(pred["actual"], pred[kind]).numpy()
+            g[f"approx_error_{kind}"] = metrics.approximation_error(pred["actual"], pred[kind]).numpy()
         for kind in KINDS:
-            g[f"loss_{kind}"] = lens.loss(pred[kind], y, loss_kind).numpy()
-            g[f"error_{kind}"] = lens.error_rate(pred[kind], y).numpy()
+            g[f"loss_{kind}"] = metrics.loss(pred[kind], y, loss_kind).numpy()
+            g[f"error_{kind}"] = metrics.error_rate(pred[kind], y, loss_kind).numpy()
         if "smoother_sq_norm" in g:
             from telecli.lens.smoother import effective_parameters_k
 
@@ -366,9 +359,9 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
             g["effective_parameters"] = np.array([effective_parameters_k(row, n, k) if row.size else np.nan
                                                   for row in sq])
             smooth = torch.as_tensor(g["smoother"][...])
-            g["smoother_gap"] = lens.approximation_error(pred["actual"], smooth).numpy()
-            g["loss_smoother"] = lens.loss(smooth, y, loss_kind).numpy()
-            g["error_smoother"] = lens.error_rate(smooth, y).numpy()
+            g["smoother_gap"] = metrics.approximation_error(pred["actual"], smooth).numpy()
+            g["loss_smoother"] = metrics.loss(smooth, y, loss_kind).numpy()
+            g["error_smoother"] = metrics.error_rate(smooth, y, loss_kind).numpy()
             if "kernel_norm" in g:
                 g["kernel_norm_max"] = np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan
                                                  for r in g["kernel_norm"][...]])
@@ -384,11 +377,11 @@ def validity(f: h5py.File) -> None:
     * ``validity/{split}/smoother``: s(x)·y + c(x) tracks f_θ(x) (smoother_gap ≤ SMOOTHER_TOLERANCE × std(y));
     * ``validity/{split}/ok``: all three. Thresholds are attributes of the file."""
     from telecli.lens.recipe import RECIPE_TOLERANCE
-    from telecli.pipelines.smoother import PARAMETER_TOLERANCE
+    from telecli.jobs.smoother import PARAMETER_TOLERANCE
 
     if "validity" in f:
         del f["validity"]
-    dtype = {"float64": torch.float64, "float32": torch.float32}.get(str(f.attrs.get("dtype")), torch.float64)
+    dtype = DTYPES.get(str(f.attrs.get("dtype")), torch.float64)
     rtol = RECIPE_TOLERANCE[dtype]
     S = len(f["steps"])
     if "recipe_error" in f:

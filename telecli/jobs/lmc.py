@@ -36,15 +36,8 @@ import torch
 from telecli import config as config_mod
 from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
-from telecli.pipelines.common import (
-    activation_elements,
-    device_for,
-    parse_memory,
-    parse_shard,
-    rebuild_network,
-    select_points,
-    with_oom_backoff,
-)
+from telecli.jobs.common import parse_shard, rebuild_network, select_points
+from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, with_oom_backoff
 from telecli.progress import Progress
 from telecli.store.atomic import atomic_write_json
 from telecli.store.results import ResultsWriter
@@ -597,15 +590,10 @@ def summarise(f: h5py.File) -> None:
     """/summary/{metric}_mean and _se (S,): mean and standard error over the pairs of each spawn step."""
     if "summary" in f:
         del f["summary"]
+    from telecli.lens.stats import mean_se
+
     for name in METRICS:
-        v = f[f"metrics/{name}"][...]
-        ok = np.isfinite(v)
-        n = ok.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.nansum(np.where(ok, v, 0.0), axis=1) / np.maximum(n, 1), np.nan)
-            dev = np.where(ok, v - mean[:, None], 0.0)
-            sd = np.sqrt((dev ** 2).sum(axis=1) / np.maximum(n - 1, 1))
-            se = np.where(n > 1, sd / np.sqrt(np.maximum(n, 1)), np.nan)
+        mean, se = mean_se(f[f"metrics/{name}"][...], axis=1, single=np.nan)
         f[f"summary/{name}_mean"] = mean
         f[f"summary/{name}_se"] = se
 
@@ -692,7 +680,7 @@ def run_gradients(run: str | Path, at: str | list[int], out: str | Path | None =
     if bad:
         raise TelecliError(f"step {bad[0]} is beyond the last stored step {last} of {run}")
     dev = device_for(device)
-    dtype = {"float64": torch.float64, "float32": torch.float32}.get(traj.manifest.get("dtype"), torch.float64)
+    dtype = DTYPES.get(traj.manifest.get("dtype"), torch.float64)
     grad = _GradientPlan(run, steps, delta, points, seed, reduction, dev, dtype, max_memory)
     out = Path(out) if out else run / "lmc-gradients.h5"
     key = json.dumps({"run": traj.manifest.get("run_id"), "sha": traj.shards[-1].sha256, "steps": steps,
@@ -723,7 +711,7 @@ def run_gradients(run: str | Path, at: str | list[int], out: str | Path | None =
 def pretrained(run: str, step: int = -1, **_ignored) -> torch.nn.Module:
     """Model factory for fine-tuning (the SVHN-pretrained variant of §5.2): the network of ``run`` with
     θ and buffers of its stored ``step`` (−1: the last). Use in a preset as
-    ``[model] name = "factory"``, ``factory = "telecli.pipelines.lmc:pretrained"``,
+    ``[model] name = "factory"``, ``factory = "telecli.jobs.lmc:pretrained"``,
     ``kwargs = {run = "runs/svhn-pretrain"}``. The path is read relative to the working directory
     whenever the network is rebuilt (recording, and every analysis of the fine-tuned run)."""
     src = Path(run).expanduser()

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from telecli.errors import TelecliError
-from telecli.pipelines.telescope import default_output, merge, run_telescope
+from telecli.jobs.telescope import default_output, merge, run_telescope
 
 
 def world() -> tuple[int, int, int]:

@@ -376,7 +376,7 @@ def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, de
     import torch
 
     from telecli.lens.kernels import choose_strategy
-    from telecli.pipelines.common import rebuild_network
+    from telecli.jobs.common import rebuild_network
     from telecli.progress import Progress
     from telecli.store.trajectory import Trajectory
 
@@ -506,8 +506,8 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
     name = dataset_name(cfg.data, meta)
 
     from telecli.lens.boost import boosting_smoother, normalised_max_kernel_norm, relative_mse, tree_kernel_norms
-    from telecli.pipelines.common import device_for  # these import torch: after the data checks
-    from telecli.train.loop import resolve_dtype
+    from telecli.runtime import device_for  # these import torch: after the data checks
+    from telecli.runtime import resolve_dtype
 
     device, dtype = device_for(cfg.device), resolve_dtype(cfg.dtype)
 
@@ -637,7 +637,7 @@ def _telescoping_errors(nn_dir: Path, sp: Split, cfg: BoostConfig, overwrite: bo
     """Mean |f_θT(x) − f̃_θT(x)| (Eq. 5) over each mixture at the last step, from OUT/nn/lens.h5."""
     import h5py
 
-    from telecli.pipelines.telescope import run_telescope
+    from telecli.jobs.telescope import run_telescope
 
     lens = run_telescope(nn_dir, nn_dir / "lens.h5", device=cfg.device, overwrite=True, progress=progress)
     with h5py.File(lens, "r") as f:

@@ -21,7 +21,7 @@ from telecli.lens.kernels import tangent_kernel
 from telecli.lens.functional import function
 from telecli.optim import get as get_optimizer
 from telecli.optim import hyper_at
-from telecli.pipelines.recipe import gradient_scale
+from telecli.jobs.recipe import gradient_scale
 from telecli.progress import Progress
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.replay import dense_states

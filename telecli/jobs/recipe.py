@@ -171,7 +171,8 @@ def verify_recipe(run, device: str | None = None, progress: bool = False) -> Rec
     """The recipe check of a run directory (``telecli verify``); a network the analyses cannot evaluate
     at all (dropout) is reported as a problem rather than raised."""
     from telecli.errors import TelecliError
-    from telecli.pipelines.common import device_for, rebuild_network
+    from telecli.jobs.common import rebuild_network
+    from telecli.runtime import device_for
 
     traj = Trajectory(run)
     dev = device_for(device)
