@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from telecli.errors import TelecliError
-from telecli.lens.functional import check_evaluable
+from telecli.lens.functional import check_per_example
 from telecli.models import instantiate
 from telecli.store.trajectory import Trajectory
 from telecli.runtime import DTYPES
@@ -35,7 +35,7 @@ def rebuild_network(traj: Trajectory, device: torch.device, dtype: torch.dtype |
     dtype = dtype or DTYPES.get(traj.manifest.get("dtype", "float64"), torch.float64)
     _frozen_as_buffers(net, traj)
     net = net.to(device=device, dtype=dtype).eval()
-    check_evaluable(net)
+    check_per_example(net)
     return net
 
 

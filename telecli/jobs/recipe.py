@@ -74,9 +74,12 @@ def train_mode_problems(traj: Trajectory, model: torch.nn.Module) -> list[str]:
         layers = [(d["name"], d["type"]) for d in m["train_mode_layers"]]
     else:
         layers = [(name, type(mod).__name__) for name, mod in mode_dependent_layers(model)]
-    return [f"layer '{name}' ({kind}) ran in train mode while recorded: its forward depends on the batch "
-            f"or on chance, so f(θ, x) of one example is not the function that was trained; record with "
-            f"the layer in eval mode (or without it)" for name, kind in layers]
+    def what(name, kind):
+        return f"layer '{name}' is dropout ({kind})" if "Dropout" in kind else f"layer '{name}' ({kind})"
+
+    return [f"{what(name, kind)} ran in train mode while recorded: its forward depends on the batch or on "
+            f"chance, so f(θ, x) of one example is not the function that was trained; record with the layer "
+            f"in eval mode (or without it)" for name, kind in layers]
 
 
 def gradient_scale(meta: dict[str, np.ndarray], row: int) -> float:

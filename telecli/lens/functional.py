@@ -2,8 +2,9 @@
 
 Parameters travel as dicts name → tensor in the order of ``model.named_parameters()``; a stack of
 parameter dicts (leading step axis) is evaluated with ``vmap``. The module is evaluated in eval mode:
-BatchNorm uses its running statistics (passed as buffers); layers whose eval function differs from
-what was trained (dropout) are refused by :func:`check_evaluable`.
+BatchNorm uses its running statistics (passed as buffers); :func:`check_per_example` refuses a network
+whose output for one example depends on the batch or on chance. Whether the network *was trained* in
+such a mode is the recording's to say (telecli.jobs.recipe.train_mode_problems).
 """
 
 from __future__ import annotations
@@ -19,15 +20,26 @@ from telecli.errors import TelecliError
 Params = dict[str, torch.Tensor]
 
 
-def check_evaluable(model: nn.Module) -> None:
-    """Refuse layers that make f(θ, x) ill-defined per example: dropout, train-mode normalisation."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0:
-            raise TelecliError(f"layer '{name}' is dropout (p={mod.p}); the telescoping analyses need a "
-                               f"deterministic network — set p=0")
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
-            raise TelecliError(f"layer '{name}' is BatchNorm in train mode; call model.eval() so it uses "
-                               f"running statistics")
+def check_per_example(model: nn.Module) -> None:
+    """Raise TelecliError naming the first layer that couples the examples of a batch.
+
+    A per-example Jacobian (and hence a tangent kernel) needs f(x_a) to depend on x_a alone:
+    BatchNorm must use running statistics (eval mode, track_running_stats=True), and dropout must be
+    off (its masks differ between passes, so no two evaluations agree).
+    """
+    for name, m in model.named_modules():
+        label = name or type(model).__name__
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
+            raise TelecliError(
+                f"BatchNorm layer '{label}' normalises with batch statistics (training mode or no "
+                f"running stats), so per-example gradients and tangent kernels are undefined: call "
+                f"model.eval() first"
+            )
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise TelecliError(
+                f"dropout layer '{label}' is active (training mode), so the network is random and its "
+                f"tangent kernel undefined: call model.eval() first"
+            )
 
 
 def function(model: nn.Module) -> Callable[[Params, Params, torch.Tensor], torch.Tensor]:
@@ -50,16 +62,33 @@ def flatten_stack(params: Params) -> torch.Tensor:
     return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], dim=1)
 
 
+def per_example_jacobian(f: Callable[[Params, torch.Tensor], torch.Tensor], theta: Params, x: torch.Tensor,
+                         rows: int | None = None) -> Params:
+    """∂f(x_a)/∂θ for every example by parameter: name → (n, k, *shape), by vmap over jacrev, ``rows``
+    examples at a time. ``f(θ, x)`` maps a batch to (n, k). The one per-example Jacobian of the project:
+    :func:`jacobian`, the tangent kernels and the LMC gradient change all use it."""
+
+    def f_one(th: Params, xa: torch.Tensor) -> torch.Tensor:
+        return f(th, xa.unsqueeze(0))[0]
+
+    jac = vmap(jacrev(f_one), in_dims=(None, 0))
+    blocks = [jac(theta, xb) for xb in (x.split(rows) if rows else [x])]
+    if len(blocks) == 1:
+        return blocks[0]
+    return {name: torch.cat([b[name] for b in blocks]) for name in theta}
+
+
+def flatten_jacobian(jac: Params, names) -> torch.Tensor:
+    """name → (n, k, *shape) as one (n, k, P) tensor, parameters in ``names`` order."""
+    first = jac[next(iter(names))]
+    n, k = first.shape[0], first.shape[1]
+    return torch.cat([jac[name].reshape(n, k, -1) for name in names], dim=2)
+
+
 def jacobian(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
     """Per-example Jacobian ∇_θ f(x), shape (n, k, P), parameters flattened in dict order."""
     f = function(model)
-
-    def one(xi: torch.Tensor) -> Params:
-        return jacrev(lambda p: f(p, buffers, xi[None])[0])(params)
-
-    jac = vmap(one)(x)  # name → (n, k, *shape)
-    n, k = x.shape[0], next(iter(jac.values())).shape[1]
-    return torch.cat([jac[name].reshape(n, k, -1) for name in params], dim=2)
+    return flatten_jacobian(per_example_jacobian(lambda p, xb: f(p, buffers, xb), params, x), params)
 
 
 def jvp_block(model: nn.Module, params: Params, tangents: Params, buffers: Params, x: torch.Tensor

@@ -51,9 +51,10 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vjp, vmap
 
 from telecli.errors import TelecliError
+from telecli.lens.functional import check_per_example, flatten_jacobian, per_example_jacobian
 
 STRATEGIES = ("auto", "structured", "jacobian", "ntk-vp")
 MEMORY_BUDGET = 1 << 29  # bytes of intermediates one block of examples may use (sets default chunks)
@@ -168,28 +169,6 @@ def choose_strategy(
     theta, consts = _split_parameters(model, params)
     sizes = _measure(model, _functional(model, consts), theta, x1, x2)
     return _choose(model, theta, sizes)
-
-
-def check_per_example(model: nn.Module) -> None:
-    """Raise TelecliError naming the first layer that couples the examples of a batch.
-
-    A per-example Jacobian (and hence a tangent kernel) needs f(x_a) to depend on x_a alone:
-    BatchNorm must use running statistics (eval mode, track_running_stats=True), and dropout must be
-    off (its masks differ between passes, so no two evaluations agree).
-    """
-    for name, m in model.named_modules():
-        label = name or type(model).__name__
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
-            raise TelecliError(
-                f"BatchNorm layer '{label}' normalises with batch statistics (training mode or no "
-                f"running stats), so per-example gradients and tangent kernels are undefined: call "
-                f"model.eval() first"
-            )
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-            raise TelecliError(
-                f"dropout layer '{label}' is active (training mode), so the network is random and its "
-                f"tangent kernel undefined: call model.eval() first"
-            )
 
 
 def trainable_parameters(model: nn.Module, params: Mapping[str, Tensor] | None = None) -> Params:
@@ -336,17 +315,8 @@ def _choose(model: nn.Module, theta: Params, s: _Sizes) -> str:
 
 
 def _per_example_jacobian(f: Network, theta: Params, x: Tensor, rows: int) -> Tensor:
-    """∂f(x_a)/∂θ for every example, (n, k, P), by vmap over jacrev, ``rows`` examples at a time."""
-
-    def f_one(th: Params, xa: Tensor) -> Tensor:
-        return f(th, xa.unsqueeze(0))[0]
-
-    jac = vmap(jacrev(f_one), in_dims=(None, 0))
-    blocks = []
-    for xb in x.split(rows):
-        j = jac(theta, xb)
-        blocks.append(torch.cat([j[name].reshape(len(xb), j[name].shape[1], -1) for name in theta], dim=2))
-    return torch.cat(blocks)
+    """∂f(x_a)/∂θ for every example, (n, k, P), ``rows`` examples at a time (lens.functional)."""
+    return torch.cat([flatten_jacobian(per_example_jacobian(f, theta, xb), theta) for xb in x.split(rows)])
 
 
 def _contract_grads(q1: Tensor, q2: Tensor) -> Tensor:

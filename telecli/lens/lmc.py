@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, vmap
 
-from telecli.lens.functional import Params, function
+from telecli.lens.functional import Params, function, per_example_jacobian
 from telecli.lens import metrics
 
 __all__ = [
@@ -194,13 +194,9 @@ def layer_groups(model: nn.Module, param_names: list[str] | None = None) -> list
 
 
 def _per_example_jacobian(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor) -> Params:
-    """name → (n, k, *shape): ∂f_c(x_i)/∂θ for every point and output (reverse mode, vmap over points)."""
+    """name → (n, k, *shape): ∂f_c(x_i)/∂θ for every point and output (lens.functional)."""
     f = function(model)
-
-    def one(xi: torch.Tensor) -> Params:
-        return jacrev(lambda p: f(p, buffers, xi[None])[0])(params)
-
-    return vmap(one)(x)
+    return per_example_jacobian(lambda p, xb: f(p, buffers, xb), params, x)
 
 
 def gradient_change(model: nn.Module, theta_1: Params, buffers_1: Params, theta_2: Params, buffers_2: Params,
