@@ -301,3 +301,31 @@ def test_tabular_diabetes_builtin_standardised():
     json.dumps(t.info)
     X, y, names = read_table("diabetes", "target")
     assert X.shape == (442, 10) and y.shape == (442,) and names[:3] == ["age", "sex", "bmi"]
+
+
+def test_svhn_npz_and_mat(tmp_path):
+    from scipy.io import savemat
+
+    from telecli.data import svhn
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    y = np.array([10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2])
+    (tmp_path / "npz").mkdir()
+    np.savez(tmp_path / "npz/train.npz", x=x, y=y)
+    np.savez(tmp_path / "npz/test.npz", x=x[:4].transpose(0, 3, 1, 2), y=y[:4])
+    (tmp_path / "mat").mkdir()
+    savemat(tmp_path / "mat/train_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": y[:, None]})
+    savemat(tmp_path / "mat/test_32x32.mat", {"X": x[:4].transpose(1, 2, 3, 0), "y": y[:4, None]})
+    tasks = {}
+    for kind in ("npz", "mat"):
+        cfg = TaskConfig(name="svhn", root=str(tmp_path / kind), classes=[], one_hot=True,
+                                    grayscale=False, downsample=0, flatten=False)
+        tasks[kind] = svhn.load(cfg)
+    t = tasks["npz"]
+    assert t.x_train.shape == (12, 3, 32, 32) and t.y_train.shape == (12, 10) and t.x_test.shape == (4, 3, 32, 32)
+    assert t.y_train[0].argmax() == 0 and t.y_train[1].argmax() == 1  # label 10 is the digit 0
+    assert np.allclose(t.x_train[1], x[1].transpose(2, 0, 1) / 255.0)
+    assert np.array_equal(t.x_test, tasks["mat"].x_test) and np.array_equal(t.y_train, tasks["mat"].y_train)
+    with pytest.raises(TelecliError, match="task.root"):
+        svhn.load(TaskConfig(name="svhn", root=str(tmp_path / "none")))

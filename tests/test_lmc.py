@@ -35,7 +35,6 @@ from torch import nn
 
 from telecli import config as config_mod
 from helpers import assert_one_line_error, cli  # noqa: E402
-from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
 from telecli.jobs import lmc as pipe
 from telecli.jobs.common import rebuild_network
@@ -208,7 +207,7 @@ def test_gradient_change_matches_autograd(small):
         assert np.allclose(got_true[i].numpy(), per_c[int(y[i].argmax())], rtol=1e-10, atol=0)
 
 
-def test_figure(small, tmp_path):
+def test_lmc_figure_draws_barriers_and_gradient_change(small, tmp_path):
     from telecli.plots import lmc as lmc_plot
 
     grads = tmp_path / "grads.h5"
@@ -394,50 +393,7 @@ def test_bad_inputs_exit_2_with_one_line(small, tmp_path):
     assert_one_line_error(code, err, "another run")
 
 
-# ------------------------------------------------------------------------------------ data and presets
-
-def test_svhn_npz_and_mat(tmp_path):
-    from scipy.io import savemat
-
-    from telecli.data import svhn
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
-    y = np.array([10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2])
-    (tmp_path / "npz").mkdir()
-    np.savez(tmp_path / "npz/train.npz", x=x, y=y)
-    np.savez(tmp_path / "npz/test.npz", x=x[:4].transpose(0, 3, 1, 2), y=y[:4])
-    (tmp_path / "mat").mkdir()
-    savemat(tmp_path / "mat/train_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": y[:, None]})
-    savemat(tmp_path / "mat/test_32x32.mat", {"X": x[:4].transpose(1, 2, 3, 0), "y": y[:4, None]})
-    tasks = {}
-    for kind in ("npz", "mat"):
-        cfg = config_mod.TaskConfig(name="svhn", root=str(tmp_path / kind), classes=[], one_hot=True,
-                                    grayscale=False, downsample=0, flatten=False)
-        tasks[kind] = svhn.load(cfg)
-    t = tasks["npz"]
-    assert t.x_train.shape == (12, 3, 32, 32) and t.y_train.shape == (12, 10) and t.x_test.shape == (4, 3, 32, 32)
-    assert t.y_train[0].argmax() == 0 and t.y_train[1].argmax() == 1  # label 10 is the digit 0
-    assert np.allclose(t.x_train[1], x[1].transpose(2, 0, 1) / 255.0)
-    assert np.array_equal(t.x_test, tasks["mat"].x_test) and np.array_equal(t.y_train, tasks["mat"].y_train)
-    with pytest.raises(TelecliError, match="task.root"):
-        svhn.load(config_mod.TaskConfig(name="svhn", root=str(tmp_path / "none")))
-
-
-def test_pretrained_factory_starts_from_the_pretrained_network(tmp_path, monkeypatch):
-    src = tiny(tmp_path, "src", {"name": "features", "width": 10}, steps=6)
-    monkeypatch.chdir(tmp_path)
-    cfg = config_mod.from_dict({"name": "ft", "device": "cpu", "task": {"name": "digits", "classes": [3, 5]},
-                                "model": {"name": "factory", "factory": "telecli.jobs.lmc:pretrained",
-                                          "kwargs": {"run": "src"}},
-                                "train": {"loss": "mse", "lr": 0.1, "batch_size": 64, "steps": 3}})
-    ft = run_training(cfg, tmp_path / "ft", progress=False)
-    tr = Trajectory(ft)
-    want = final_theta(src)
-    assert all(torch.equal(tr.theta(0)[k], want[k]) for k in want)
-    assert Trajectory(src).buffers(6)["proj"].equal(tr.buffers(0)["proj"])
-    rebuild_network(tr, CPU)  # the factory rebuilds it offline too
-
+# ------------------------------------------------------------------------------------------- presets
 
 def test_presets_store_spawn_steps_and_one_epoch_later():
     small = config_mod.load(SMALL)
@@ -456,5 +412,5 @@ def test_presets_store_spawn_steps_and_one_epoch_later():
     assert (pre.task.name, pre.train.steps, pre.train.milestones, pre.train.decay) == ("svhn", 30000, [15000, 25000], 0.2)
     ft = config_mod.load(SAMPLE / "paper/lmc-resnet20-svhn.toml")
     assert (ft.train.steps, ft.train.milestones, ft.train.decay) == (12800, [6400, 9600], 0.2)
-    assert ft.model.factory == "telecli.jobs.lmc:pretrained"
+    assert ft.model.factory == "telecli.models.pretrained:pretrained"
     assert {t for t in spawn if t <= 12800} | {t + 390 for t in spawn if t <= 12800} <= set(ft.store.steps)

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from telecli import config as config_mod
 from telecli.errors import TelecliError
+from telecli.jobs.common import rebuild_network
+from telecli.store.trajectory import Trajectory
+from telecli.train.loop import run_training
 from telecli.models import build, instantiate, resolve_factory
 from telecli.models.cnn import CNN, image_shape
 from telecli.models.resnet20 import ResNet20
@@ -139,3 +143,22 @@ def test_polynet_matches_hand_computation():
     assert out.shape == (2, 2)
     np.testing.assert_allclose(out[:, 0], expected, rtol=1e-12)
     np.testing.assert_allclose(out[:, 1], expected, rtol=1e-12)
+
+
+def test_pretrained_factory_starts_from_the_pretrained_network(tmp_path, monkeypatch):
+    src = run_training(config_mod.from_dict({
+        "name": "src", "device": "cpu", "task": {"name": "digits", "classes": [3, 5]},
+        "model": {"name": "features", "width": 10},
+        "train": {"loss": "mse", "optimizer": "sgd", "lr": 0.2, "momentum": 0.5, "batch_size": 64, "steps": 6}}),
+        tmp_path / "src", progress=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = config_mod.from_dict({"name": "ft", "device": "cpu", "task": {"name": "digits", "classes": [3, 5]},
+                                "model": {"name": "factory", "factory": "telecli.models.pretrained:pretrained",
+                                          "kwargs": {"run": "src"}},
+                                "train": {"loss": "mse", "lr": 0.1, "batch_size": 64, "steps": 3}})
+    ft = run_training(cfg, tmp_path / "ft", progress=False)
+    tr = Trajectory(ft)
+    want = Trajectory(src).theta(6)
+    assert all(torch.equal(tr.theta(0)[k], want[k]) for k in want)
+    assert Trajectory(src).buffers(6)["proj"].equal(tr.buffers(0)["proj"])
+    rebuild_network(tr, torch.device("cpu"))  # the factory rebuilds it offline too

@@ -231,7 +231,7 @@ def _cli(*args, cwd=None):
                           text=True, cwd=cwd, env={**os.environ, "MPLBACKEND": "Agg"})
 
 
-def test_cli(files, tmp_path):
+def test_plot_command_writes_pdf_and_refuses_in_one_line(files, tmp_path):
     r = _cli(*files["sweep"], "--figure", "approximation", "--out", tmp_path / "a.pdf",
              "--label", "small", "--label", "mid", "--label", "large")
     assert r.returncode == 0, r.stderr
@@ -242,7 +242,7 @@ def test_cli(files, tmp_path):
     assert r.returncode == 2 and "--effective-params" in r.stderr and not (tmp_path / "c.png").exists()
 
 
-def test_end_to_end(tmp_path):
+def test_recorded_run_telescoped_then_plotted(tmp_path):
     """A tiny recorded run, telescoped, then plotted."""
     from telecli import config as cfgmod
     from telecli.jobs.telescope import run_telescope

@@ -3,9 +3,7 @@ Device, dtype and the memory budget are telecli.runtime's."""
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch

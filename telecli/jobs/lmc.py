@@ -704,29 +704,3 @@ def run_gradients(run: str | Path, at: str | list[int], out: str | Path | None =
     except BaseException:
         writer.close()
         raise
-
-
-# ------------------------------------------------------------------------- pretrained initialisation
-
-def pretrained(run: str, step: int = -1, **_ignored) -> torch.nn.Module:
-    """Model factory for fine-tuning (the SVHN-pretrained variant of §5.2): the network of ``run`` with
-    θ and buffers of its stored ``step`` (−1: the last). Use in a preset as
-    ``[model] name = "factory"``, ``factory = "telecli.jobs.lmc:pretrained"``,
-    ``kwargs = {run = "runs/svhn-pretrain"}``. The path is read relative to the working directory
-    whenever the network is rebuilt (recording, and every analysis of the fine-tuned run)."""
-    src = Path(run).expanduser()
-    traj = Trajectory(src)
-    if not traj.complete and step == -1:
-        raise TelecliError(f"pretrained run {src} is not complete (status {traj.manifest.get('status')}); "
-                           f"finish it with 'telecli record … --resume'")
-    at = traj.last_step if step == -1 else int(step)
-    with torch.random.fork_rng(devices=[]):  # rebuilding reseeds; keep the caller's random state
-        net = rebuild_network(traj, torch.device("cpu"))
-    theta, buffers = traj.theta(at), traj.buffers(at)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(theta[name])
-        for name, b in net.named_buffers():
-            if name in buffers:
-                b.copy_(buffers[name])
-    return net.train()

@@ -14,7 +14,6 @@ probability ½).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -36,8 +36,13 @@ def build(name: str, input_shape: list[int], output_dim: int, init_scale: float 
     return net
 
 
+MOVED = {"telecli.pipelines.lmc:pretrained": "telecli.models.pretrained:pretrained",
+         "telecli.jobs.lmc:pretrained": "telecli.models.pretrained:pretrained"}  # runs recorded before a move
+
+
 def resolve_factory(path: str):
     """Import "package.module:function"; one-line error when it cannot be found."""
+    path = MOVED.get(path, path)
     if ":" not in path:
         raise TelecliError(f"model factory must look like 'package.module:function', got '{path}'")
     mod_name, fn_name = path.split(":", 1)

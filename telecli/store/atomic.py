@@ -60,10 +60,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, canonical_json(obj))
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

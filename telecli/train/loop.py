@@ -20,7 +20,7 @@ from telecli.errors import NonFiniteError, TelecliError
 from telecli.models import instantiate, model_spec
 from telecli.progress import Progress
 from telecli.runtime import resolve_device, resolve_dtype
-from telecli.store.trajectory import MANIFEST, OPT, Trajectory, read_manifest
+from telecli.store.trajectory import MANIFEST, Trajectory, read_manifest
 from telecli.train.augment import crop_flip
 from telecli.train.optim import learning_rate, loss_fn, make_optimizer
 from telecli.optim import get as get_optimizer
@@ -216,4 +216,4 @@ def branch(parent_dir: str | Path, at: int, seed: int, out: str | Path, *, overw
                         parent={"run": str(parent_dir), "at": at})
 
 
-__all__ = ["run_training", "record", "branch", "BatchOrder", "build", "restore", "OPT"]
+__all__ = ["run_training", "record", "branch", "BatchOrder", "build", "restore"]
