@@ -77,12 +77,6 @@ def _jvp(model, params: dict, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return jvp_directions(model, params, buffers, x, tangent)[0]
 
 
-def _to_rows(K: torch.Tensor) -> torch.Tensor:
-    """(n1, n2, k, k) kernel → (n1·k, n2·k) matrix in point-major order."""
-    n1, n2, k, _ = K.shape
-    return K.permute(0, 2, 1, 3).reshape(n1 * k, n2 * k)
-
-
 def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, torch.Tensor],
                  idx: dict[str, np.ndarray], row_of: dict[int, int], dev: torch.device, dtype: torch.dtype,
                  budget: int, progress: bool, strategy: str = "auto") -> None:
@@ -200,7 +194,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if not general:
                 # one kernel call per step: every training point and the test points against B_t
                 x_all = torch.cat([Xtr] + [X[s] for s in test_splits])
-                K_all = _to_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy))
+                K_all = sm.kernel_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy))
                 K_train, offset, K_eval = K_all[:nk], nk, {}
                 for s in test_splits:
                     K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
@@ -210,26 +204,24 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 # θ̃_t = θ̃_{t−1} + γρ T_t (y − f̃_{t−1}): one vector-Jacobian product on the batch
                 resid = (RS @ yvec + RC).reshape(B, k)
                 _, pull = torch.func.vjp(lambda p: f_net(p, dict(model.named_buffers()), Xtr[batch]), params)
-                theta_track += (lr * rho / B) * flatten(pull(resid)[0])
+                theta_track += sm.sgd_parameter_step(flatten(pull(resid)[0]), lr, rho, B)
             else:
                 J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
                 J_B = J_train[rows]
-                G_S, G_C = J_B.T @ RS * (rho / B), J_B.T @ RC * (rho / B)
+                G_S, G_C = sm.pseudo_gradient(J_B, RS, RC, rho, B)
                 state_t = flat_state(st) if rule.needs_recorded_state(opt) else {}
                 U_S, U_C = rule.direction(state, G_S, G_C, h, int(t), state_t)
-                dS, dc = lr * (J_train @ U_S), lr * (J_train @ U_C)
+                dS, dc = sm.parameter_space_step(J_train, U_S, U_C, lr)
                 K_train = J_train @ J_B.T
                 J_eval = {s: kernel_jacobian(model, X[s], params=params).reshape(X[s].shape[0] * k, -1)
                           for s in test_splits}
-                upd = {s: (lr * (J_eval[s] @ U_S), lr * (J_eval[s] @ U_C)) for s in test_splits}
+                upd = {s: sm.parameter_space_step(J_eval[s], U_S, U_C, lr) for s in test_splits}
                 K_eval = {s: J_eval[s] @ J_B.T for s in test_splits}
                 sm.advance_parameters(state, U_S, U_C, lr)
-            # kernel rows k_t(x) = K(x, B)/|B| (Eq. 3), norm over the k × |B|k block
             if "train" in X:
-                tr = (K_train.reshape(n, k * B * k) / B).norm(dim=1)[train_rows]
-                norms["train"] = tr
+                norms["train"] = sm.kernel_row_norms(K_train, n, k, B)[train_rows]
             for s in test_splits:
-                norms[s] = (K_eval[s].reshape(X[s].shape[0], k * B * k) / B).norm(dim=1)
+                norms[s] = sm.kernel_row_norms(K_eval[s], X[s].shape[0], k, B)
             for s in norms:
                 kmax[s][r] = float(norms[s].max()) if norms[s].numel() else np.nan
             S_train += dS

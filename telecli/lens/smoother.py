@@ -91,3 +91,32 @@ class ParameterState:
 def advance_parameters(state: ParameterState, U_S: torch.Tensor, U_C: torch.Tensor, lr: float) -> None:
     state.theta_S.add_(U_S, alpha=lr)
     state.theta_C.add_(U_C, alpha=lr)
+
+
+def pseudo_gradient(J_B: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, rho: float, batch_size: int):
+    """G_t = ρ_t T_t (y − f̃_{t−1}) as affine parts (G^S, G^C) (method.md §1.6): J_Bᵀ R^S ρ/|B|, J_Bᵀ R^C ρ/|B|,
+    with J_B the batch rows of the Jacobian and ρ_t the recorded gradient scale."""
+    return J_B.T @ RS * (rho / batch_size), J_B.T @ RC * (rho / batch_size)
+
+
+def parameter_space_step(J: torch.Tensor, U_S: torch.Tensor, U_C: torch.Tensor, lr: float):
+    """Δs_t(x) = γ_t ∇f_{θ_{t−1}}(x)ᵀ U^S_t and Δc_t(x) = γ_t ∇f_{θ_{t−1}}(x)ᵀ U^C_t (Eq. 16) for the rows of J."""
+    return lr * (J @ U_S), lr * (J @ U_C)
+
+
+def sgd_parameter_step(pulled_residual: torch.Tensor, lr: float, rho: float, batch_size: int) -> torch.Tensor:
+    """θ̃_t − θ̃_{t−1} = γ_t ρ_t T_t (y − f̃_{t−1}) for plain SGD, from J_Bᵀ(y_B − f̃_B) (one VJP on the batch)."""
+    return (lr * rho / batch_size) * pulled_residual
+
+
+def kernel_rows(K: torch.Tensor) -> torch.Tensor:
+    """(n1, n2, k, k) kernel → (n1·k, n2·k) matrix in point-major order (the order of vec(y))."""
+    n1, n2, k, _ = K.shape
+    return K.permute(0, 2, 1, 3).reshape(n1 * k, n2 * k)
+
+
+def kernel_row_norms(K_rows: torch.Tensor, n_points: int, k: int, batch_size: int) -> torch.Tensor:
+    """‖k_t(x)‖ per point, k_t(x) = K(x, B_t)/|B_t| (Eq. 3: batch indicator and 1/|B_t| folded in),
+    Frobenius over the point's k × |B|k block; ``K_rows`` is (n_points·k) × (|B|·k)."""
+    return (K_rows.reshape(n_points, k * batch_size * k) / batch_size).norm(dim=1)
+
