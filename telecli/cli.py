@@ -123,7 +123,7 @@ def telescope(
                                         "steps); every step contributes, gaps in storage are replayed."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G (default: "
-                                             "half the free GPU memory, 2G on CPU)."),
+                                             "half the free GPU memory; a quarter of RAM up to 8G on the CPU)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this job's share of the evaluation points."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --points subset."),
     effective_params: bool = typer.Option(False, "--effective-params", help="Also the smoother form "

@@ -25,9 +25,7 @@ tabular task (method.md §4, paper Sec. 4.2, Figs. 5 and 14). Layout of boost.h5
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -630,6 +628,8 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         "kernel_note": "NN: ‖k_t(x)‖₂ with K^θ_t(x,x_i) = 1{i∈B_t}/|B_t| ∇f_{θ_{t−1}}(x)ᵀ∇f_{θ_{t−1}}(x_i) "
                        "(method.md Eq. 3), γ_t excluded; GBT: 1/√n_leaf (§4.1)",
     }
+    from telecli.store.results import write_results
+
     return write_results(h5_path, tree, attrs)
 
 
@@ -652,37 +652,6 @@ def _run_losses(run_dir: Path) -> np.ndarray:
     from telecli.store.trajectory import Trajectory
 
     return np.asarray(Trajectory(run_dir).meta()["loss"], dtype=np.float64)
-
-
-def write_results(path: Path, tree: dict[str, Any], attrs: dict[str, Any]) -> Path:
-    """Write ``tree`` (nested dicts of arrays) to ``path`` atomically: a temporary file in the same folder,
-    renamed when complete."""
-    import h5py
-
-    from telecli.store.results import provenance
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in provenance(attrs).items():
-                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) or v is None else v
-            _write_tree(f, tree)
-            f.attrs["complete"] = True
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_tree(group, tree: dict[str, Any]) -> None:
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            _write_tree(group.create_group(k), v)
-        elif v is not None:
-            arr = np.asarray(v)
-            group.create_dataset(k, data=arr)
 
 
 # ----------------------------------------------------------------------------------------- reporting

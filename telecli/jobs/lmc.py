@@ -39,12 +39,10 @@ from telecli.lens import lmc as lens
 from telecli.jobs.common import parse_shard, rebuild_network, select_points
 from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, with_oom_backoff
 from telecli.progress import Progress
-from telecli.store.atomic import atomic_write_json
+from telecli.store.spawn import INDEX, INDEX_FORMAT, load_index, share_data, write_index
 from telecli.store.results import ResultsWriter
-from telecli.store.trajectory import DATA, MANIFEST, Trajectory, read_manifest
+from telecli.store.trajectory import MANIFEST, Trajectory, read_manifest
 
-INDEX = "spawn.json"
-INDEX_FORMAT = "telecli-lmc-spawn"
 RESULTS_FORMAT = "telecli-lmc"
 SIDES = ("a", "b")
 BN_MODES = ("interpolate", "recompute")
@@ -163,19 +161,6 @@ def check_spawn_steps(run: Path, traj: Trajectory, cfg: config_mod.RunConfig, st
                                f"(record with store.optimizer_state = true)")
 
 
-def _load_index(out: Path) -> dict | None:
-    path = out / INDEX
-    if not path.is_file():
-        return None
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TelecliError(f"{path} is not valid JSON ({e}); remove the spawn directory or pick another --out") from None
-    if index.get("format") != INDEX_FORMAT:
-        raise TelecliError(f"{path} is not a telecli spawn index")
-    return index
-
-
 def spawn(run: str | Path, at: str | list[int], *, pairs: int = 1, out: str | Path | None = None,
           every: int | None = None, device: str | None = None, shard: str | None = None,
           progress: bool = True) -> Path:
@@ -196,7 +181,7 @@ def spawn(run: str | Path, at: str | list[int], *, pairs: int = 1, out: str | Pa
     if out.exists() and not out.is_dir():
         raise TelecliError(f"--out {out} exists and is not a directory")
 
-    index = _load_index(out)
+    index = load_index(out)
     if index is not None:
         if index["parent_run_id"] != manifest["run_id"]:
             raise TelecliError(f"{out} holds children of another run ({index['parent_run_id']}); pick another --out")
@@ -216,7 +201,7 @@ def spawn(run: str | Path, at: str | list[int], *, pairs: int = 1, out: str | Pa
     new = [c for c in planned if c["dir"] not in known]
     if new:
         index["children"] = sorted(index["children"] + new, key=lambda c: (c["t"], c["pair"], c["side"]))
-        atomic_write_json(out / INDEX, index)
+        write_index(out, index)
 
     mine = planned[shard_ix[0]::shard_ix[1]]
     parent_abs = str(run.resolve())
@@ -249,29 +234,6 @@ def child_status(d: Path) -> str:
     return str(read_manifest(d).get("status", "running"))
 
 
-def share_data(parent: Path, child: Path) -> None:
-    """Replace a complete child's data.safetensors by a hard link to the parent's when both have the
-    same sha256 (the children of a CIFAR-10 run would otherwise hold a copy each); left as it is where
-    links are not possible (another file system)."""
-    try:
-        pm, cm = read_manifest(parent), read_manifest(child)
-        src, dst = parent / DATA, child / DATA
-        sha = pm["data"].get("sha256")
-        if cm.get("status") != "complete" or not sha or sha != cm["data"].get("sha256") or not src.is_file():
-            return
-        if dst.is_file() and os.path.samefile(src, dst):
-            return
-    except (OSError, TelecliError):
-        return
-    tmp = child / f".{DATA}.link.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------------- the children
 
 @dataclass
@@ -298,7 +260,7 @@ def collect(sources: list[str | Path]) -> Source:
     paths = [Path(p) for p in sources]
     if len(paths) == 1 and (paths[0] / INDEX).is_file():
         out = paths[0]
-        index = _load_index(out)
+        index = load_index(out)
         parent = None
         for cand in [out / index["parent"]] + ([Path(index["parent_abs"])] if index.get("parent_abs") else []):
             if (cand / MANIFEST).is_file():

@@ -142,3 +142,30 @@ def open_results(path: str | Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as e:
         raise TelecliError(f"{path} is not a readable HDF5 file ({e})") from None
+
+
+def write_results(path: Path, tree: dict[str, Any], attrs: dict[str, Any]) -> Path:
+    """Write ``tree`` (nested dicts of arrays) to ``path`` atomically: a temporary file in the same folder,
+    renamed when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in provenance(attrs).items():
+                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) or v is None else v
+            _write_tree(f, tree)
+            f.attrs["complete"] = True
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_tree(group, tree: dict[str, Any]) -> None:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            _write_tree(group.create_group(k), v)
+        elif v is not None:
+            arr = np.asarray(v)
+            group.create_dataset(k, data=arr)
