@@ -239,9 +239,10 @@ def boost(
     quiet: bool = _quiet_option(),
 ):
     """Gradient-boosted trees and a neural network through the same telescoping lens on tabular data."""
-    from telecli.jobs.boost import load_config, print_summary, run_boost
+    from telecli.config import load_boost
+    from telecli.jobs.boost import print_summary, run_boost
 
-    cfg = load_config(config, {
+    cfg = load_boost(config, {
         "data": data, "target": target, "proportions": proportions, "mixture_size": mixture_size, "top": top,
         "test_size": test_size, "search": search, "validation": validation, "seed": seed,
         "kernel_every": kernel_every, "telescope": telescope_nn, "smoother": smoother, "device": device,

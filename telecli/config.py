@@ -1,7 +1,11 @@
-"""Run configuration: dataclasses read from TOML presets, overridable with ``--set key=value``.
+"""Configurations: dataclasses read from TOML, overridable on the command line, checked at load time.
 
-A run is a function of its configuration and seeds. The full configuration is written into the
-run's manifest (run.json) so that every later analysis knows exactly what was trained.
+- :class:`RunConfig` (``telecli record`` presets, ``--set key=value``): a run is a function of its
+  configuration and seeds; the full configuration is written into the run's manifest (run.json) so that
+  every later analysis knows exactly what was trained.
+- :class:`BoostConfig` (``telecli boost``, sections [nn] and [gbt]; method.md §4).
+
+One loader reads both: unknown keys and wrongly typed values are refused in one line.
 """
 
 from __future__ import annotations
@@ -9,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from telecli.errors import TelecliError
+from telecli.lens.irregular import DEFAULT_PROPORTIONS, check_proportions
 
 
 @dataclass
@@ -112,16 +118,16 @@ class RunConfig:
 _SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "store": StoreConfig}
 
 
-def _build(cls, data: dict[str, Any], where: str):
+def _build(cls, data: dict[str, Any], where: str, sections: dict[str, type] = _SECTIONS):
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             raise TelecliError(f"unknown setting '{where}{key}' (known: {', '.join(sorted(names))})")
-        if key in _SECTIONS and where == "":
+        if key in sections and where == "":
             if not isinstance(value, dict):
                 raise TelecliError(f"setting '{key}' must be a table")
-            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
+            kwargs[key] = _build(sections[key], value, f"{key}.")
         else:
             kwargs[key] = _coerce(names[key], value, where + key)
     return cls(**kwargs)
@@ -129,6 +135,8 @@ def _build(cls, data: dict[str, Any], where: str):
 
 def _coerce(f: dataclasses.Field, value: Any, key: str) -> Any:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if "None" in str(f.type) or isinstance(default, tuple):
+        return value  # optional or parsed fields: their config's validate() parses them
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise TelecliError(f"setting '{key}' must be true or false, got {value!r}")
@@ -188,15 +196,153 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a TOML preset and apply ``--set`` overrides."""
+def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise TelecliError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise TelecliError(f"{path} is not valid TOML: {e}") from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML preset and apply ``--set`` overrides."""
+    data = read_toml(path)
     data.pop("description", None)
     data.pop("paper", None)
     return from_dict(apply_overrides(data, overrides or []))
+
+
+# ------------------------------------------------------------------------------------------- boost
+
+
+@dataclass
+class NNSettings:
+    """The MLP of method.md §4.3: 3 layers, width 64, ReLU, batch 128, squared loss, plain SGD."""
+
+    steps: int = 1000
+    lr: float = 0.01
+    batch_size: int = 128
+    width: int = 64
+    depth: int = 3
+    activation: str = "relu"
+
+    def run_config(self, seed: int, dtype: str) -> RunConfig:
+        """The same network and optimiser as a :class:`RunConfig`, trained by telecli.train.loop."""
+        return RunConfig(name="boost-nn", seed=seed, dtype=dtype, task=TaskConfig(name="tabular"),
+                         model=ModelConfig(name="mlp", depth=self.depth, width=self.width,
+                                           activation=self.activation, sigmoid=False, init_scale=1.0),
+                         train=TrainConfig(loss="mse", optimizer="sgd", lr=self.lr, batch_size=self.batch_size,
+                                           steps=self.steps))
+
+
+@dataclass
+class GBTSettings:
+    """sklearn ``GradientBoostingRegressor`` (loss squared_error, subsample 1); depth None = unlimited."""
+
+    trees: int = 100
+    depth: int | None = 3
+    lr: float = 0.1
+
+
+@dataclass
+class BoostConfig:
+    data: str = ""  # CSV/Parquet path, "diabetes" or "openml:ID|NAME" (required)
+    target: str = ""  # "" → "target" for diabetes, the default target for OpenML
+    proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
+    mixture_size: int = 4000
+    top: float = 0.1  # irregular pool: this fraction of the rows (method.md §4.2)
+    test_size: float = 0.3  # regular rows held out as regular-test (fraction, or a count ≥ 1)
+    search: int = 0  # random-search draws per model (paper: 25); 0 = use the settings below
+    validation: int = 2000  # validation rows for the search, capped to a fifth of train
+    seed: int = 0
+    kernel_every: int = 1  # NN kernel norms at steps t = 1, 1+K, 1+2K, …
+    telescope: bool = True  # also run the telescoping model on OUT/nn (lens.h5)
+    smoother: bool = True  # build the GBT smoother S (memory (n+m)·n floats); False: kernel norms only
+    device: str = "auto"
+    dtype: str = "float64"
+    description: str = ""
+    nn: NNSettings = field(default_factory=NNSettings)
+    gbt: GBTSettings = field(default_factory=GBTSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["proportions"] = list(self.proportions)
+        return d
+
+
+_BOOST_SECTIONS = {"nn": NNSettings, "gbt": GBTSettings}
+
+
+def parse_proportions(value) -> tuple[float, ...]:
+    """"0,0.25,1" or a list → a tuple of floats in [0, 1] (TelecliError otherwise)."""
+    items = [s for s in value.replace(";", ",").split(",") if s.strip()] if isinstance(value, str) else value
+    return check_proportions(items, "--proportions")
+
+
+def parse_depth(value) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return None
+    try:
+        depth = int(value)
+    except (TypeError, ValueError):
+        raise TelecliError(f"--gbt-depth must be a positive integer or 'none', got {value!r}") from None
+    if depth < 1:
+        raise TelecliError(f"--gbt-depth must be ≥ 1 (or 'none'), got {depth}")
+    return depth
+
+
+def load_boost(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BoostConfig:
+    """Settings from a TOML file (keys as in :class:`BoostConfig`, sections [nn] and [gbt]) and
+    ``overrides`` ("key" or "nn.key"/"gbt.key" → value; None values are ignored), then validated."""
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate_boost(_build(BoostConfig, data, "", _BOOST_SECTIONS))
+
+
+def validate_boost(cfg: BoostConfig) -> BoostConfig:
+    """Check every setting before any work (one-line TelecliError naming the bad one)."""
+    cfg.proportions = parse_proportions(cfg.proportions)
+    cfg.gbt.depth = parse_depth(cfg.gbt.depth)
+
+    def integer(name: str, value, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+            raise TelecliError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        return int(value)
+
+    def positive(name: str, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise TelecliError(f"{name} must be a positive number, got {value!r}")
+        return float(value)
+
+    cfg.mixture_size = integer("--mixture-size", cfg.mixture_size, 1)
+    cfg.search = integer("--search", cfg.search, 0)
+    cfg.validation = integer("--validation", cfg.validation, 1)
+    cfg.seed = integer("--seed", cfg.seed, 0)
+    cfg.kernel_every = integer("--kernel-every", cfg.kernel_every, 1)
+    cfg.nn.steps = integer("--nn-steps", cfg.nn.steps, 1)
+    cfg.nn.batch_size = integer("--nn-batch", cfg.nn.batch_size, 1)
+    cfg.nn.width = integer("nn.width", cfg.nn.width, 1)
+    cfg.nn.depth = integer("nn.depth", cfg.nn.depth, 1)
+    cfg.nn.lr = positive("--nn-lr", cfg.nn.lr)
+    cfg.gbt.trees = integer("--gbt-trees", cfg.gbt.trees, 1)
+    cfg.gbt.lr = positive("--gbt-lr", cfg.gbt.lr)
+    if not (isinstance(cfg.top, (int, float)) and 0 < cfg.top < 1):
+        raise TelecliError(f"--top must be a fraction in (0, 1), got {cfg.top!r}")
+    if not (isinstance(cfg.test_size, (int, float)) and cfg.test_size > 0 and (cfg.test_size < 1 or
+                                                                              float(cfg.test_size).is_integer())):
+        raise TelecliError(f"--test-size must be a fraction in (0, 1) or a row count, got {cfg.test_size!r}")
+    if cfg.dtype not in ("float64", "float32"):
+        raise TelecliError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
+    if not isinstance(cfg.data, str) or not cfg.data:
+        raise TelecliError("give the data: telecli boost DATA (a CSV/Parquet file, 'diabetes' or openml:ID) "
+                           "or --config FILE.toml with data = ...")
+    return cfg

@@ -63,20 +63,10 @@ def parse_memory(spec: str | None, device: torch.device) -> int:
 
 def activation_elements(model: nn.Module, x: torch.Tensor, params, buffers) -> int:
     """Elements of all leaf-module outputs for one example (a proxy for per-point activation memory)."""
-    total = 0
+    from telecli.lens.functional import leaf_output_elements
 
-    def hook(_m, _i, out):
-        nonlocal total
-        if torch.is_tensor(out):
-            total += out[0].numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            torch.func.functional_call(model, (params, buffers), (x[:1],))
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad():
+        total, _ = leaf_output_elements(model, lambda: torch.func.functional_call(model, (params, buffers), (x[:1],)))
     return max(total, 1)
 
 

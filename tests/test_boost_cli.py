@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from telecli.cli import app
 from telecli.errors import TelecliError
+from telecli import config
+from telecli.data.tabular import load_table
 from telecli.jobs import boost as pb
 from telecli.store.trajectory import Trajectory
 
@@ -31,7 +33,7 @@ E2E = {"data": "diabetes", "nn.steps": 150, "nn.lr": 0.01, "kernel_every": 3, "g
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("boost")
-    path = pb.run_boost(pb.load_config(None, E2E), out, progress=False)
+    path = pb.run_boost(config.load_boost(None, E2E), out, progress=False)
     return out, path
 
 
@@ -140,16 +142,18 @@ def test_plot_tabular_figure(run, tmp_path):
 def test_existing_output_needs_overwrite(run):
     out, _ = run
     with pytest.raises(TelecliError, match="--overwrite"):
-        pb.run_boost(pb.load_config(None, E2E), out, progress=False)
+        pb.run_boost(config.load_boost(None, E2E), out, progress=False)
 
 
 def test_kernel_row_norms_match_autograd():
     from torch.func import functional_call, jacrev, vmap
 
-    from telecli.models import instantiate
+    from telecli.lens.boost import network_kernel_norms
+    from telecli.models import instantiate, model_spec
 
     torch.manual_seed(0)
-    model = instantiate(pb.NN_FACTORY, pb.nn_kwargs(4, pb.NNSettings(width=7))).double().eval()
+    spec = model_spec(config.NNSettings(width=7).run_config(0, "float64").model, (4,), 1)
+    model = instantiate(*spec).double().eval()
     theta = {k: v.detach() + 0.01 * torch.randn_like(v) for k, v in model.named_parameters()}
     x_train, x_eval = torch.randn(12, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
     batch = np.array([3, 0, 7, 7, 11])  # a repeated index counts twice
@@ -161,7 +165,7 @@ def test_kernel_row_norms_match_autograd():
     K = jac(x_eval) @ jac(x_train[torch.as_tensor(batch)]).T / len(batch)  # Eq. 3, one column per batch entry
     k_row = torch.zeros(9, 12, dtype=torch.float64).index_add_(1, torch.as_tensor(batch), K)
     want = torch.linalg.vector_norm(k_row, dim=1)
-    got = pb.kernel_row_norms(model, theta, x_eval, x_train, batch)
+    got = network_kernel_norms(model, theta, x_eval, x_train, batch)
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -194,34 +198,34 @@ def test_openml_offline_gives_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
     with pytest.raises(TelecliError, match="download its CSV"):
-        pb.load_data("openml:houses", "")
+        load_table("openml:houses", "")
     with pytest.raises(TelecliError, match="openml:ID"):
-        pb.load_data("openml:nosuchset", "")
+        load_table("openml:nosuchset", "")
 
 
 def test_config_files_and_overrides():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "sample_runs"
-    cfg = pb.load_config(root / "boost-diabetes.toml", {"nn.steps": 7, "gbt.depth": "none"})
+    cfg = config.load_boost(root / "boost-diabetes.toml", {"nn.steps": 7, "gbt.depth": "none"})
     assert cfg.data == "diabetes" and cfg.nn.steps == 7 and cfg.gbt.depth is None
     assert cfg.proportions == (0.0, 0.25, 0.5, 0.75, 1.0)
     papers = sorted((root / "paper").glob("boost-*.toml"))
     assert len(papers) == 4
     for p in papers:
-        c = pb.load_config(p)
+        c = config.load_boost(p)
         assert c.data.startswith("openml:") and c.search == 25 and c.validation == 2000 and c.mixture_size == 4000
     with pytest.raises(TelecliError, match="unknown setting"):
-        pb.load_config(None, {"data": "diabetes", "nn.momentum": 0.9})
+        config.load_boost(None, {"data": "diabetes", "nn.momentum": 0.9})
     with pytest.raises(TelecliError, match="give the data"):
-        pb.load_config(None, {})
+        config.load_boost(None, {})
     with pytest.raises(TelecliError, match="duplicates"):
-        pb.parse_proportions("0,0.5,0.5")
+        config.parse_proportions("0,0.5,0.5")
 
 
 def test_random_search_draws_and_picks_the_best():
-    X, y, _, _ = pb.load_data("diabetes", "")
-    cfg = pb.load_config(None, {"data": "diabetes", "search": 3, "nn.steps": 10, "validation": 2000})
+    X, y, _, _ = load_table("diabetes", "")
+    cfg = config.load_boost(None, {"data": "diabetes", "search": 3, "nn.steps": 10, "validation": 2000})
     sp = pb.make_split(X, y, cfg)
     s = pb.random_search(sp, cfg, torch.device("cpu"), torch.float64, progress=False)
     assert s["n_validation"] == len(sp.y_train) // 5  # 2000 capped to a fifth of train

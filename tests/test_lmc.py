@@ -44,6 +44,7 @@ from telecli.train.loop import run_training
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_runs"
 SMALL = SAMPLE / "lmc-small.toml"
+KILL_AFTER = Path(__file__).with_name("kill_after.py")  # SIGKILL after the N-th results checkpoint
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CPU = torch.device("cpu")
 
@@ -300,8 +301,7 @@ def test_interpolate_resumes_after_kill(small, tmp_path):
     continues the partial file and writes the same results as the uninterrupted run."""
     out = tmp_path / "lmc.h5"
     args = ["lmc", "interpolate", small.spawn, "--out", out, "--quiet", "--device", "cpu"]
-    r = subprocess.run([sys.executable, "-m", "telecli", *map(str, args)],
-                       env={**SUBPROCESS_ENV, "TELECLI_KILL_AFTER_CHECKPOINTS": "1"})
+    r = subprocess.run([sys.executable, str(KILL_AFTER), "1", *map(str, args)], env=SUBPROCESS_ENV)
     assert r.returncode == -signal.SIGKILL
     assert not out.exists() and out.with_name("lmc.h5.partial").is_file()
     ok(*args)

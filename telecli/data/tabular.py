@@ -40,6 +40,29 @@ def read_table(path: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str
     return x, y, names
 
 
+def load_table(spec: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+    """X (N, d), y (N,), feature names and provenance (source, target, OpenML id/version if any) of a
+    CSV/Parquet file, "diabetes" or "openml:ID|NAME" (``telecli boost DATA``)."""
+    if spec.lower().startswith("openml:"):
+        return fetch_openml_table(spec, target)
+    x, y, names, meta = _read(spec, target)
+    meta = dict(meta)
+    if spec in BUILTIN:
+        meta["source"] = "sklearn.datasets.load_diabetes (bundled with scikit-learn)"
+    return x, y, names, meta
+
+
+def table_name(spec: str, meta: dict) -> str:
+    """A short name of the data set for run ids and titles."""
+    if meta.get("openml_name"):
+        return str(meta["openml_name"])
+    if spec.lower().startswith("openml:"):
+        return spec.split(":", 1)[1]
+    if spec in BUILTIN:
+        return "diabetes"
+    return Path(spec).stem
+
+
 def _read(path: str, target: str):
     columns, source = _columns(path)
     if target == "" and path in BUILTIN:

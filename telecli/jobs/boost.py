@@ -27,204 +27,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from telecli.config import BoostConfig, GBTSettings, NNSettings, validate_boost
 from telecli.errors import NonFiniteError, TelecliError
-from telecli.lens.irregular import DEFAULT_PROPORTIONS, irregular_split
+from telecli.lens.boost import mse
+from telecli.lens.irregular import irregular_split
 
-NN_FACTORY = "telecli.models:build"
 SEARCH_DEPTHS = (None, 2, 3, 4, 5)  # GOV22 max_depth choices (method.md §4.3) …
 SEARCH_DEPTH_P = (0.1, 0.1, 0.6, 0.1, 0.1)  # … and their probabilities
 
 
-# ------------------------------------------------------------------------------------------ settings
-
-
-@dataclass
-class NNSettings:
-    """The MLP of method.md §4.3: 3 layers, width 64, ReLU, batch 128, squared loss, plain SGD."""
-
-    steps: int = 1000
-    lr: float = 0.01
-    batch_size: int = 128
-    width: int = 64
-    depth: int = 3
-    activation: str = "relu"
-
-
-@dataclass
-class GBTSettings:
-    """sklearn ``GradientBoostingRegressor`` (loss squared_error, subsample 1); depth None = unlimited."""
-
-    trees: int = 100
-    depth: int | None = 3
-    lr: float = 0.1
-
-
-@dataclass
-class BoostConfig:
-    data: str = ""  # CSV/Parquet path, "diabetes" or "openml:ID|NAME" (required)
-    target: str = ""  # "" → "target" for diabetes, the default target for OpenML
-    proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
-    mixture_size: int = 4000
-    top: float = 0.1  # irregular pool: this fraction of the rows (method.md §4.2)
-    test_size: float = 0.3  # regular rows held out as regular-test (fraction, or a count ≥ 1)
-    search: int = 0  # random-search draws per model (paper: 25); 0 = use the settings below
-    validation: int = 2000  # validation rows for the search, capped to a fifth of train
-    seed: int = 0
-    kernel_every: int = 1  # NN kernel norms at steps t = 1, 1+K, 1+2K, …
-    telescope: bool = True  # also run the telescoping model on OUT/nn (lens.h5)
-    smoother: bool = True  # build the GBT smoother S (memory (n+m)·n floats); False: kernel norms only
-    device: str = "auto"
-    dtype: str = "float64"
-    description: str = ""
-    nn: NNSettings = field(default_factory=NNSettings)
-    gbt: GBTSettings = field(default_factory=GBTSettings)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["proportions"] = list(self.proportions)
-        return d
-
-
-def parse_proportions(value) -> tuple[float, ...]:
-    """"0,0.25,1" or a list → a tuple of floats in [0, 1] (TelecliError otherwise)."""
-    items = [s for s in value.replace(";", ",").split(",") if s.strip()] if isinstance(value, str) else list(value)
-    try:
-        props = tuple(float(p) for p in items)
-    except (TypeError, ValueError):
-        raise TelecliError(f"--proportions must be numbers in [0, 1] separated by commas, got {value!r}") from None
-    if not props:
-        raise TelecliError("--proportions is empty; give values in [0, 1], e.g. 0,0.25,0.5,0.75,1")
-    bad = [p for p in props if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
-    if bad:
-        raise TelecliError(f"proportion {bad[0]:g} is outside [0, 1]; each proportion p is the share of "
-                           "irregular examples in a test mixture")
-    if len(set(props)) != len(props):
-        raise TelecliError(f"--proportions has duplicates: {', '.join(f'{p:g}' for p in props)}")
-    return props
-
-
-def parse_depth(value) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-        return None
-    try:
-        depth = int(value)
-    except (TypeError, ValueError):
-        raise TelecliError(f"--gbt-depth must be a positive integer or 'none', got {value!r}") from None
-    if depth < 1:
-        raise TelecliError(f"--gbt-depth must be ≥ 1 (or 'none'), got {depth}")
-    return depth
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BoostConfig:
-    """Settings from a TOML file (keys as in :class:`BoostConfig`, sections [nn] and [gbt]) and
-    ``overrides`` ("key" or "nn.key"/"gbt.key" → value; None values are ignored), then validated."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise TelecliError(f"config file not found: {p}")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise TelecliError(f"{p} is not valid TOML: {e}") from None
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    cfg = BoostConfig()
-    for key, value in data.items():
-        if key in ("nn", "gbt"):
-            if not isinstance(value, dict):
-                raise TelecliError(f"config: [{key}] must be a table")
-            sub = getattr(cfg, key)
-            for k, v in value.items():
-                if k not in {f.name for f in dataclasses.fields(sub)}:
-                    raise TelecliError(f"config: unknown setting {key}.{k} (known: "
-                                       f"{', '.join(f.name for f in dataclasses.fields(sub))})")
-                setattr(sub, k, v)
-        elif key in {f.name for f in dataclasses.fields(cfg)}:
-            setattr(cfg, key, value)
-        else:
-            raise TelecliError(f"config: unknown setting '{key}' (known: "
-                               f"{', '.join(f.name for f in dataclasses.fields(cfg))})")
-    return validate(cfg)
-
-
-def validate(cfg: BoostConfig) -> BoostConfig:
-    """Check every setting before any work (one-line TelecliError naming the bad one)."""
-    cfg.proportions = parse_proportions(cfg.proportions)
-    cfg.gbt.depth = parse_depth(cfg.gbt.depth)
-
-    def integer(name: str, value, low: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
-            raise TelecliError(f"{name} must be an integer ≥ {low}, got {value!r}")
-        return int(value)
-
-    def positive(name: str, value) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise TelecliError(f"{name} must be a positive number, got {value!r}")
-        return float(value)
-
-    cfg.mixture_size = integer("--mixture-size", cfg.mixture_size, 1)
-    cfg.search = integer("--search", cfg.search, 0)
-    cfg.validation = integer("--validation", cfg.validation, 1)
-    cfg.seed = integer("--seed", cfg.seed, 0)
-    cfg.kernel_every = integer("--kernel-every", cfg.kernel_every, 1)
-    cfg.nn.steps = integer("--nn-steps", cfg.nn.steps, 1)
-    cfg.nn.batch_size = integer("--nn-batch", cfg.nn.batch_size, 1)
-    cfg.nn.width = integer("nn.width", cfg.nn.width, 1)
-    cfg.nn.depth = integer("nn.depth", cfg.nn.depth, 1)
-    cfg.nn.lr = positive("--nn-lr", cfg.nn.lr)
-    cfg.gbt.trees = integer("--gbt-trees", cfg.gbt.trees, 1)
-    cfg.gbt.lr = positive("--gbt-lr", cfg.gbt.lr)
-    if not (isinstance(cfg.top, (int, float)) and 0 < cfg.top < 1):
-        raise TelecliError(f"--top must be a fraction in (0, 1), got {cfg.top!r}")
-    if not (isinstance(cfg.test_size, (int, float)) and cfg.test_size > 0 and (cfg.test_size < 1 or
-                                                                              float(cfg.test_size).is_integer())):
-        raise TelecliError(f"--test-size must be a fraction in (0, 1) or a row count, got {cfg.test_size!r}")
-    if cfg.dtype not in ("float64", "float32"):
-        raise TelecliError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
-    if not isinstance(cfg.data, str) or not cfg.data:
-        raise TelecliError("give the data: telecli boost DATA (a CSV/Parquet file, 'diabetes' or openml:ID) "
-                           "or --config FILE.toml with data = ...")
-    return cfg
-
-
 # ---------------------------------------------------------------------------------------------- data
-
-
-def load_data(spec: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
-    """X (N, d), y (N,), feature names and provenance (source, target, OpenML id/version if any)."""
-    from telecli.data import tabular
-
-    if spec.lower().startswith("openml:"):
-        return tabular.fetch_openml_table(spec, target)
-    x, y, names, meta = tabular._read(spec, target)
-    meta = dict(meta)
-    if spec in tabular.BUILTIN:
-        meta["source"] = "sklearn.datasets.load_diabetes (bundled with scikit-learn)"
-    return x, y, names, meta
-
-
-def dataset_name(spec: str, meta: dict) -> str:
-    if meta.get("openml_name"):
-        return str(meta["openml_name"])
-    if spec.lower().startswith("openml:"):
-        return spec.split(":", 1)[1]
-    if spec in ("", "diabetes"):
-        return "diabetes"
-    return Path(spec).stem
 
 
 @dataclass
@@ -280,64 +98,26 @@ def fit_gbt(x, y, gbt: GBTSettings, seed: int):
 # ------------------------------------------------------------------------------------------------ NN
 
 
-def nn_kwargs(d: int, nn: NNSettings) -> dict[str, Any]:
-    return {"name": "mlp", "input_shape": [int(d)], "output_dim": 1, "depth": nn.depth, "width": nn.width,
-            "activation": nn.activation, "sigmoid": False, "init_scale": 1.0}
-
-
-def train_nn(x_train, y_train, nn: NNSettings, seed: int, device, dtype, *, x_test=None, y_test=None,
+def train_nn(x_train, y_train, nn: NNSettings, seed: int, device, dtype: str, *, x_test=None, y_test=None,
              run_dir: Path | None = None, task_info: dict | None = None, run_id: str | None = None,
              overwrite: bool = False, progress: bool = False, label: str = "train NN"):
-    """Train the MLP with plain SGD on ½(f − y)² (batch mean), batches from ``BatchOrder(seed)``.
+    """Train the MLP with plain SGD on ½(f − y)² (batch mean) through telecli.train.loop (batches from
+    ``BatchOrder(seed)``, as ``telecli record``). With ``run_dir`` every step is recorded (θ_t, B_t, γ_t);
+    returns the model in eval mode. A non-finite loss raises NonFiniteError (search draws catch it)."""
+    from telecli.train import loop
 
-    With ``run_dir`` every step is recorded through the Recorder (θ_t, B_t, γ_t); returns the model.
-    A non-finite loss raises NonFiniteError (search draws catch it)."""
-    import torch
-
-    from telecli.models import instantiate
-    from telecli.progress import Progress
-    from telecli.train.loop import BatchOrder
-    from telecli.train.optim import loss_fn
-    from telecli.train.recorder import Recorder
-
-    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-    xt, yt = as_t(x_train), as_t(np.asarray(y_train).reshape(-1, 1))
-    kwargs = nn_kwargs(xt.shape[1], nn)
-    torch.manual_seed(seed)
-    model = instantiate(NN_FACTORY, kwargs).to(device=device, dtype=dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=nn.lr)
-    order = BatchOrder(xt.shape[0], nn.batch_size, seed)
+    cfg = nn.run_config(seed, dtype)
+    y_col = lambda a: None if a is None else np.asarray(a).reshape(-1, 1)  # noqa: E731
+    setup = loop.setup_arrays(cfg, device, np.asarray(x_train), y_col(y_train),
+                              None if x_test is None else np.asarray(x_test), y_col(y_test), task_info or {},
+                              (np.asarray(x_train).shape[1],), 1)
+    order = loop.BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, seed)
     rec = None
     if run_dir is not None:
-        test = (as_t(x_test), as_t(np.asarray(y_test).reshape(-1, 1)))
-        rec = Recorder(run_dir, model, opt, (xt, yt), test, model_factory=NN_FACTORY, model_kwargs=kwargs,
-                       loss="mse", total_steps=nn.steps, full_batch=order.full, overwrite=overwrite,
-                       config={"_run_id": run_id} if run_id else None, task_info=task_info)
-    model.train()
-    try:
-        with Progress(nn.steps, label, enabled=progress) as bar:
-            for t in range(1, nn.steps + 1):
-                idx = order(t)
-                sel = None if idx is None else torch.as_tensor(idx, device=device)
-                xb, yb = (xt, yt) if sel is None else (xt[sel], yt[sel])
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn("mse", model(xb), yb)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise NonFiniteError(f"non-finite NN training loss at step {t} (lr {nn.lr:g}); lower --nn-lr")
-                loss.backward()
-                opt.step()
-                if rec is not None:
-                    rec.step(idx, loss=value)
-                bar.advance(1, loss=value)
-    except BaseException as e:
-        if rec is not None:
-            rec.writer.flush()
-            rec.close(f"failed: {type(e).__name__}")
-        raise
-    if rec is not None:
-        rec.close("complete")
-    return model.eval()
+        rec = loop.open_recorder(setup, cfg, run_dir, order, config={"_run_id": run_id} if run_id else None,
+                                 overwrite=overwrite)
+    loop.fit(setup, cfg, order, rec=rec, progress=progress, label=label)
+    return setup.model.eval()
 
 
 def predict_nn(model, x, device, dtype) -> np.ndarray:
@@ -348,33 +128,15 @@ def predict_nn(model, x, device, dtype) -> np.ndarray:
     return out.reshape(-1).double().cpu().numpy()
 
 
-def kernel_row_norms(model, theta, x_eval, x_train, batch, *, strategy: str = "auto"):
-    """‖k_t(x)‖₂ for every row of ``x_eval`` (method.md Eq. 3, γ_t excluded), as a torch vector.
-
-    k_t(x) = [K^θ_t(x, x_i)]_i with K^θ_t(x, x_i) = 1{i∈B_t}/|B_t| ∇f_θ(x)ᵀ∇f_θ(x_i), θ = θ_{t−1}
-    (``theta``); an index repeated in B_t counts once per occurrence. Single-output networks.
-    """
-    import torch
-
-    from telecli.lens.kernels import tangent_kernel
-
-    uniq, counts = np.unique(np.asarray(batch), return_counts=True)
-    K = tangent_kernel(model, x_eval, x_train[torch.as_tensor(uniq, device=x_train.device)], params=theta,
-                       strategy=strategy)
-    if K.shape[2:] != (1, 1):
-        raise TelecliError(f"kernel norms need a single-output network, got {K.shape[2]} outputs")
-    w = torch.as_tensor(counts / counts.sum(), dtype=K.dtype, device=K.device)
-    return torch.linalg.vector_norm(K[:, :, 0, 0] * w, dim=1)
-
-
 def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, device, progress: bool):
-    """Per-step maxima of ‖k_t(x)‖₂ over the training set and over each test group, streaming θ_{t−1}
-    from the run at ``run_dir`` (method.md §4.4). Returns (steps t, {"train": (K,), group: (K,)},
-    mean over steps per point {"train": (n,), "test": (m,)})."""
+    """Per-step maxima of ‖k_t(x)‖₂ (lens.boost.network_kernel_norms) over the training set and over
+    each test group, streaming θ_{t−1} from the run at ``run_dir`` (method.md §4.4). Returns (steps t,
+    {"train": (K,), group: (K,)}, mean over steps per point {"train": (n,), "test": (m,)})."""
     import torch
 
-    from telecli.lens.kernels import choose_strategy
     from telecli.jobs.common import rebuild_network
+    from telecli.lens.boost import network_kernel_norms
+    from telecli.lens.kernels import choose_strategy
     from telecli.progress import Progress
     from telecli.store.trajectory import Trajectory
 
@@ -404,7 +166,7 @@ def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, de
             batch = traj.batch(meta, row_of[step + 1])
             if strategy is None:
                 strategy = choose_strategy(model, x_eval[:8], x_train[:8], params=theta)
-            norms = kernel_row_norms(model, theta, x_eval, x_train, batch, strategy=strategy)
+            norms = network_kernel_norms(model, theta, x_eval, x_train, batch, strategy=strategy)
             total += norms.double()
             nt = norms[:n]
             maxima["train"][r] = float(nt.max())
@@ -448,12 +210,12 @@ def random_search(sp: Split, cfg: BoostConfig, device, dtype, progress: bool) ->
         for i in range(K):
             settings = GBTSettings(trees=int(g_trees[i]), depth=g_depth[i], lr=float(g_lr[i]))
             pred = fit_gbt(xf, yf, settings, cfg.seed).predict(xv)
-            g_mse[i] = _mse(pred, yv)
+            g_mse[i] = mse(pred, yv)
             bar.advance(1)
         for i in range(K):
             try:
-                model = train_nn(xf, yf, dataclasses.replace(cfg.nn, lr=float(n_lr[i])), cfg.seed, device, dtype)
-                n_mse[i] = _mse(predict_nn(model, xv, device, dtype), yv)
+                model = train_nn(xf, yf, dataclasses.replace(cfg.nn, lr=float(n_lr[i])), cfg.seed, device, cfg.dtype)
+                n_mse[i] = mse(predict_nn(model, xv, device, dtype), yv)
             except NonFiniteError:
                 pass  # diverged: score stays inf
             bar.advance(1)
@@ -467,11 +229,6 @@ def random_search(sp: Split, cfg: BoostConfig, device, dtype, progress: bool) ->
             "nn_lr": float(n_lr[ni])}
 
 
-def _mse(pred, y) -> float:
-    v = float(np.mean((np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
-    return v if math.isfinite(v) else math.inf
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -481,7 +238,7 @@ def _label(p: float) -> str:
 
 def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Path:
     """The whole comparison; writes OUT/boost.h5 and the run directory OUT/nn. Returns the h5 path."""
-    cfg = validate(cfg)
+    cfg = validate_boost(cfg)
     out = Path(out)
     h5_path, nn_dir = out / "boost.h5", out / "nn"
     if h5_path.exists() and not overwrite:
@@ -496,14 +253,17 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         if progress:
             print("note: added p = 0 to the proportions (the relative MSE is normalised by p = 0)", file=sys.stderr)
 
-    X, y, names, meta = load_data(cfg.data, cfg.target)
+    from telecli.data.tabular import load_table, table_name
+
+    X, y, names, meta = load_table(cfg.data, cfg.target)
     sp = make_split(X, y, cfg)
     if sp.info["capped"] and progress:
         print(f"note: mixture size {cfg.mixture_size} capped to {sp.info['mixture_size']} (irregular pool "
               f"{len(sp.info['irregular'])}, regular-test {len(sp.info['regular_test'])})", file=sys.stderr)
-    name = dataset_name(cfg.data, meta)
+    name = table_name(cfg.data, meta)
 
     from telecli.lens.boost import boosting_smoother, normalised_max_kernel_norm, relative_mse, tree_kernel_norms
+    from telecli.lens.smoother import effective_parameters
     from telecli.runtime import device_for  # these import torch: after the data checks
     from telecli.runtime import resolve_dtype
 
@@ -530,7 +290,7 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         gbt.update(S_train=sm.S_train, S_test=sm.S_test, c_train=sm.c_train, c_test=sm.c_test,
                    p_train=sm.p_train, p_test=sm.p_test, trace_train=sm.trace_train, n_leaves=sm.n_leaves,
                    staged_train=sm.staged_train, staged_test=sm.staged_test,
-                   p_mixture=np.array([len(sp.y_train) * float(np.mean(np.sum(sm.S_test[pos] ** 2, axis=1)))
+                   p_mixture=np.array([effective_parameters(sm.S_test[pos], len(sp.y_train))
                                        for pos in sp.mixtures.values()]))
         pred_gbt_tr, pred_gbt_te = s_tr, s_te
         del sm
@@ -552,7 +312,7 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         "mixtures": {f"{p:g}": pos.tolist() for p, pos in sp.mixtures.items()},
     }
     run_id = f"boost-{name}-s{cfg.seed}"
-    model = train_nn(sp.x_train, sp.y_train, nn_settings, cfg.seed, device, dtype, x_test=sp.x_test,
+    model = train_nn(sp.x_train, sp.y_train, nn_settings, cfg.seed, device, cfg.dtype, x_test=sp.x_test,
                      y_test=sp.y_test, run_dir=nn_dir, task_info=task_info, run_id=run_id, overwrite=overwrite,
                      progress=progress, label="record NN")
     pred_nn_tr = predict_nn(model, sp.x_train, device, dtype)
@@ -567,8 +327,8 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         tel_err = _telescoping_errors(nn_dir, sp, cfg, overwrite, progress)
 
     # -- metrics (§4.4)
-    mse_nn = np.array([_mse(pred_nn_te[pos], sp.y_test[pos]) for pos in sp.mixtures.values()])
-    mse_gbt = np.array([_mse(pred_gbt_te[pos], sp.y_test[pos]) for pos in sp.mixtures.values()])
+    mse_nn = np.array([mse(pred_nn_te[pos], sp.y_test[pos]) for pos in sp.mixtures.values()])
+    mse_gbt = np.array([mse(pred_gbt_te[pos], sp.y_test[pos]) for pos in sp.mixtures.values()])
     i0 = props.index(0.0)
     try:
         rel = np.asarray(relative_mse(mse_nn, mse_gbt, mse_nn[i0], mse_gbt[i0]), dtype=np.float64)
@@ -586,8 +346,8 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
             "n_irregular": np.array([sp.n_irregular[p] for p in props], dtype=np.int64),
             "mse_nn": mse_nn, "mse_gbt": mse_gbt, "relative_mse": rel,
             "kernel_norm_nn": kn_nn, "kernel_norm_gbt": kn_gbt,
-            "mse_nn_train": np.array(_mse(pred_nn_tr, sp.y_train)),
-            "mse_gbt_train": np.array(_mse(pred_gbt_tr, sp.y_train)),
+            "mse_nn_train": np.array(mse(pred_nn_tr, sp.y_train)),
+            "mse_gbt_train": np.array(mse(pred_gbt_tr, sp.y_train)),
         },
         "split": {
             "train": sp.train, "test": sp.test, "regular_test": np.asarray(sp.info["regular_test"], dtype=np.int64),
@@ -694,5 +454,5 @@ def print_summary(path: str | Path) -> None:
           "(mean_t max over the mixture / mean_t max over train), method.md §4.4")
 
 
-__all__ = ["BoostConfig", "NNSettings", "GBTSettings", "load_config", "validate", "parse_proportions",
-           "run_boost", "print_summary", "summary_rows", "kernel_row_norms", "nn_kernel_norms", "make_split"]
+__all__ = ["run_boost", "print_summary", "summary_rows", "nn_kernel_norms", "make_split", "train_nn",
+           "random_search"]

@@ -3,7 +3,6 @@ Device, dtype and the memory budget are telecli.runtime's."""
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import torch
@@ -76,13 +75,4 @@ def select_points(n: int, points: str | int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
-def parse_shard(spec: str | None) -> tuple[int, int]:
-    if not spec:
-        return 0, 1
-    m = re.fullmatch(r"(\d+)/(\d+)", spec.strip())
-    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise TelecliError(f"--shard expects i/N with 0 ≤ i < N, got '{spec}'")
-    return int(m.group(1)), int(m.group(2))
-
-
-__all__ = ["rebuild_network", "select_points", "parse_shard"]
+__all__ = ["rebuild_network", "select_points"]

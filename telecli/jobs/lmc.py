@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +34,8 @@ import torch
 from telecli import config as config_mod
 from telecli.errors import TelecliError
 from telecli.lens import lmc as lens
-from telecli.jobs.common import parse_shard, rebuild_network, select_points
+from telecli.jobs.common import rebuild_network, select_points
+from telecli.options import parse_alpha, parse_points, parse_shard, parse_steps
 from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, with_oom_backoff
 from telecli.progress import Progress
 from telecli.store.spawn import INDEX, INDEX_FORMAT, load_index, share_data, write_index
@@ -47,56 +46,6 @@ RESULTS_FORMAT = "telecli-lmc"
 SIDES = ("a", "b")
 BN_MODES = ("interpolate", "recompute")
 REDUCTIONS = ("mean", "true")
-
-
-# ------------------------------------------------------------------------------------------- parsing
-
-def parse_steps(spec: str | list[int] | tuple[int, ...]) -> list[int]:
-    """'0,4,25' (or a list) → sorted unique steps."""
-    if isinstance(spec, str):
-        parts = [p for p in re.split(r"[,\s]+", spec.strip()) if p]
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise TelecliError(f"--at expects comma-separated steps like 0,4,25, got '{spec}'") from None
-    else:
-        values = [int(v) for v in spec]
-    if not values:
-        raise TelecliError("--at needs at least one spawn step")
-    bad = [v for v in values if v < 0]
-    if bad:
-        raise TelecliError(f"spawn steps must be ≥ 0, got {bad[0]}")
-    return sorted(set(values))
-
-
-def parse_alpha(spec: str) -> np.ndarray:
-    """'min:max:n' → n evenly spaced values on [min, max] (a bare 'n' means 0:1:n)."""
-    parts = str(spec).strip().split(":")
-    try:
-        if len(parts) == 1:
-            lo, hi, n = 0.0, 1.0, int(parts[0])
-        elif len(parts) == 3:
-            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
-        else:
-            raise ValueError
-    except ValueError:
-        raise TelecliError(f"--alpha expects min:max:n (e.g. 0:1:30) or n, got '{spec}'") from None
-    if n < 2 or not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        raise TelecliError(f"--alpha needs n ≥ 2 and min < max, got '{spec}'")
-    return np.linspace(lo, hi, n)
-
-
-def parse_points(spec: str | int | None, option: str) -> str | int:
-    """'all' or a positive count."""
-    if spec in (None, "all"):
-        return "all"
-    try:
-        n = int(spec)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise TelecliError(f"{option} expects a positive number or 'all', got '{spec}'")
-    return n
 
 
 def child_seed(parent_seed: int, t: int, pair: int, side: str) -> int:

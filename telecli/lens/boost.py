@@ -204,6 +204,33 @@ def normalised_max_kernel_norm(norms_test, norms_train) -> float:
     return float(mx_te.mean() / den)
 
 
+def network_kernel_norms(model, theta, x_eval, x_train, batch, *, strategy: str = "auto"):
+    """The network's kernel-weight norms ‖k_t(x)‖₂ for every row of ``x_eval`` (method.md Eq. 3, γ_t
+    excluded: a constant γ cancels in :func:`normalised_max_kernel_norm`), as a torch vector.
+
+    k_t(x) = [K^θ_t(x, x_i)]_i with K^θ_t(x, x_i) = 1{i∈B_t}/|B_t| ∇f_θ(x)ᵀ∇f_θ(x_i), θ = θ_{t−1}
+    (``theta``); an index repeated in B_t counts once per occurrence. Single-output networks.
+    """
+    import torch
+
+    from telecli.lens.kernels import tangent_kernel
+
+    uniq, counts = np.unique(np.asarray(batch), return_counts=True)
+    K = tangent_kernel(model, x_eval, x_train[torch.as_tensor(uniq, device=x_train.device)], params=theta,
+                       strategy=strategy)
+    if K.shape[2:] != (1, 1):
+        raise TelecliError(f"kernel norms need a single-output network, got {K.shape[2]} outputs")
+    w = torch.as_tensor(counts / counts.sum(), dtype=K.dtype, device=K.device)
+    return torch.linalg.vector_norm(K[:, :, 0, 0] * w, dim=1)
+
+
+def mse(pred, y) -> float:
+    """Mean squared error (1/m) Σ_j (f(x_j) − y_j)² of §4.4 (the full square, not the training loss's
+    ½); inf when it is not finite (a diverged search draw)."""
+    v = float(np.mean((np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+    return v if np.isfinite(v) else np.inf
+
+
 def relative_mse(mse_nn_p, mse_gbt_p, mse_nn_0, mse_gbt_0):
     """Relative MSE (MSE^p_NN − MSE^p_GBT) / (MSE^0_NN − MSE^0_GBT) (method.md §4.4); 1 at p = 0.
 

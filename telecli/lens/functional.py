@@ -52,6 +52,25 @@ def function(model: nn.Module) -> Callable[[Params, Params, torch.Tensor], torch
     return f
 
 
+def leaf_output_elements(model: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """(elements of every leaf module's tensor output, result) of ``run()`` — a forward of ``model`` on one
+    example: the per-point activation count the memory plans and the kernels' cost model use."""
+    total = 0
+
+    def count(_module, _args, out):
+        nonlocal total
+        if torch.is_tensor(out):
+            total += out.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        result = run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total, result
+
+
 def flatten(params: Params) -> torch.Tensor:
     """θ as one vector (parameters in dict order)."""
     return torch.cat([p.reshape(-1) for p in params.values()])

@@ -64,7 +64,7 @@ def irregular_split(
     N = X.shape[0] if X.ndim == 2 else -1
     if N < 0 or np.shape(y)[:1] != (N,):
         raise TelecliError(f"X must be 2-D with one row per target; got X {X.shape} and y {np.shape(y)}")
-    props = _check_proportions(proportions)
+    props = check_proportions(proportions)
     if not 0 < top < 1:
         raise TelecliError(f"top must be a fraction in (0, 1), got {top}")
     if int(mixture_size) != mixture_size or mixture_size < 1:
@@ -117,18 +117,21 @@ def irregular_split(
     }
 
 
-def _check_proportions(proportions) -> tuple[float, ...]:
+def check_proportions(proportions, what: str = "proportions") -> tuple[float, ...]:
+    """Shares p of irregular rows: numbers in [0, 1], at least one, no duplicates (TelecliError naming
+    ``what`` otherwise)."""
     try:
         props = tuple(float(p) for p in proportions)
     except (TypeError, ValueError):
-        raise TelecliError(f"proportions must be numbers in [0, 1], got {proportions!r}") from None
+        raise TelecliError(f"{what} must be numbers in [0, 1] separated by commas, got {proportions!r}") from None
     if not props:
-        raise TelecliError("proportions is empty; give at least one value in [0, 1]")
+        raise TelecliError(f"{what} is empty; give values in [0, 1], e.g. 0,0.25,0.5,0.75,1")
     bad = [p for p in props if not (np.isfinite(p) and 0.0 <= p <= 1.0)]
     if bad:
-        raise TelecliError(f"proportions must lie in [0, 1], got {bad[0]}")
+        raise TelecliError(f"{what}: {bad[0]:g} is outside [0, 1]; each proportion p is the share of "
+                           "irregular examples in a test mixture")
     if len(set(props)) != len(props):
-        raise TelecliError(f"proportions contain duplicates: {props}")
+        raise TelecliError(f"{what} has duplicates: {', '.join(f'{p:g}' for p in props)}")
     return props
 
 

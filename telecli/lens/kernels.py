@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
 from telecli.errors import TelecliError
-from telecli.lens.functional import check_per_example, flatten_jacobian, per_example_jacobian
+from telecli.lens.functional import check_per_example, flatten_jacobian, leaf_output_elements, per_example_jacobian
 
 STRATEGIES = ("auto", "structured", "jacobian", "ntk-vp")
 MEMORY_BUDGET = 1 << 29  # bytes of intermediates one block of examples may use (sets default chunks)
@@ -279,23 +279,11 @@ def _measure_example(model: nn.Module, f: Network, theta: Params, x1: Tensor) ->
     """Run one example forward once, counting FLOPs (torch.utils.flop_counter) and activations."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    elements = [x1[:1].numel()]
-
-    def count(module, args, out):
-        if isinstance(out, Tensor):
-            elements.append(out.numel())
-
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out = f(theta, x1[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        activations, out = leaf_output_elements(model, lambda: f(theta, x1[:1]))
     p = sum(t.numel() for t in theta.values())
     flops = float(counter.get_total_flops()) or 2.0 * p
-    return out.shape[1], p, flops, sum(elements), out.dtype
+    return out.shape[1], p, flops, x1[:1].numel() + activations, out.dtype
 
 
 def _choose(model: nn.Module, theta: Params, s: _Sizes) -> str:

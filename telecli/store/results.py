@@ -88,7 +88,6 @@ class ResultsWriter:
         self.f.flush()
         self.f.attrs["completed_step"] = step
         self.f.flush()
-        _fault_injection()
 
     def state(self, name: str) -> np.ndarray:
         return self.f[name][...]
@@ -108,21 +107,6 @@ class ResultsWriter:
             self.f.close()
         except Exception:
             pass
-
-
-_checkpoints = 0
-
-
-def _fault_injection() -> None:
-    """Test hook: TELECLI_KILL_AFTER_CHECKPOINTS=N makes the process SIGKILL itself after its N-th
-    checkpoint, so the tests can interrupt a job at a known point and check that it resumes."""
-    global _checkpoints
-    limit = os.environ.get("TELECLI_KILL_AFTER_CHECKPOINTS")
-    _checkpoints += 1
-    if limit and _checkpoints >= int(limit):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _attr(v: Any) -> Any:

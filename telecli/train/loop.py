@@ -61,15 +61,23 @@ class Setup:
 
 def build(cfg: RunConfig, device: torch.device) -> Setup:
     """Data, network (θ_0 from ``cfg.seed``) and optimiser for a configuration."""
-    dtype = resolve_dtype(cfg.dtype)
     task = build_task(cfg.task)
-    factory, kwargs = model_spec(cfg.model, task.input_shape, task.output_dim)
+    return setup_arrays(cfg, device, task.x_train, task.y_train, task.x_test, task.y_test, task.info,
+                        task.input_shape, task.output_dim)
+
+
+def setup_arrays(cfg: RunConfig, device: torch.device, x_train, y_train, x_test, y_test, task_info: dict,
+                 input_shape, output_dim: int) -> Setup:
+    """Network (θ_0 from ``cfg.seed``) and optimiser of ``cfg`` on data a job prepared itself (boost's
+    split); ``x_test``/``y_test`` may be None when nothing is recorded."""
+    dtype = resolve_dtype(cfg.dtype)
+    factory, kwargs = model_spec(cfg.model, input_shape, output_dim)
     torch.manual_seed(cfg.seed)
     model = instantiate(factory, kwargs).to(device=device, dtype=dtype)
     optimizer = make_optimizer(cfg.train, model.parameters())
-    as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-    return Setup(model, optimizer, as_t(task.x_train), as_t(task.y_train), as_t(task.x_test), as_t(task.y_test),
-                 factory, kwargs, task.info)
+    as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    return Setup(model, optimizer, as_t(x_train), as_t(y_train), as_t(x_test), as_t(y_test), factory, kwargs,
+                 task_info)
 
 
 def restore(setup: Setup, traj: Trajectory, step: int, opt_step: int) -> None:
@@ -115,6 +123,46 @@ def train_step(setup: Setup, cfg: RunConfig, order: BatchOrder, t: int) -> tuple
     return idx, value
 
 
+def open_recorder(setup: Setup, cfg: RunConfig, run_dir: str | Path, order: BatchOrder, *, config: dict,
+                  overwrite: bool = False, resume: bool = False, parent: dict | None = None,
+                  start_step: int = 0) -> Recorder:
+    """The Recorder of a job's training run: what is stored follows ``cfg.store``; ``config`` is the
+    manifest's record of the configuration (the full one for ``record``, an id for boost's NN)."""
+    s = cfg.store
+    return Recorder(
+        run_dir, setup.model, setup.optimizer, (setup.x_train, setup.y_train), (setup.x_test, setup.y_test),
+        model_factory=setup.factory, model_kwargs=setup.kwargs, loss=cfg.train.loss, every=s.every,
+        log_points=s.log_points, extra_steps=s.steps, total_steps=cfg.train.steps, shard_mb=s.shard_mb,
+        optimizer_state=s.optimizer_state, full_batch=order.full, overwrite=overwrite, resume=resume,
+        config=config, task_info=setup.task_info, parent=parent, start_step=start_step,
+    )
+
+
+def fit(setup: Setup, cfg: RunConfig, order: BatchOrder, *, start: int = 0, rec: Recorder | None = None,
+        progress: bool = True, label: str = "train") -> None:
+    """Steps start+1 … ``cfg.train.steps`` of :func:`train_step`, each recorded when ``rec`` is given
+    (closed "complete" at the end). A non-finite loss closes the record as stopped and raises
+    NonFiniteError (the steps before it are kept)."""
+    setup.model.train()
+    T = cfg.train.steps
+    with Progress(T - start, label, enabled=progress) as bar:
+        for t in range(start + 1, T + 1):
+            idx, value = train_step(setup, cfg, order, t)
+            if not np.isfinite(value):
+                if rec is None:
+                    raise NonFiniteError(f"non-finite training loss at step {t} (lr {cfg.train.lr:g}); lower it")
+                rec.close(f"stopped: non-finite loss at step {t}")
+                raise NonFiniteError(
+                    f"non-finite training loss at step {t}; steps 0..{rec.writer.manifest['last_step']} are kept "
+                    f"in {rec.run_dir} (lower train.lr or use float64)"
+                )
+            if rec is not None:
+                rec.step(idx, loss=value)
+            bar.advance(1, loss=value)
+    if rec is not None:
+        rec.close("complete")
+
+
 def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
                  progress: bool = True, parent: dict | None = None) -> Path:
     """Train ``cfg`` and record it into ``run_dir``; returns the run directory.
@@ -152,32 +200,14 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
     order = BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, cfg.seed)
     record = cfg.to_dict()
     record["_run_id"] = f"{cfg.name}-{cfg.digest()}-s{cfg.seed}" + (f"-b{start}" if parent else "")
-    rec = Recorder(
-        run_dir, setup.model, setup.optimizer, (setup.x_train, setup.y_train), (setup.x_test, setup.y_test),
-        model_factory=setup.factory, model_kwargs=setup.kwargs, loss=cfg.train.loss,
-        every=cfg.store.every, log_points=cfg.store.log_points, extra_steps=cfg.store.steps, total_steps=T, shard_mb=cfg.store.shard_mb,
-        optimizer_state=cfg.store.optimizer_state, full_batch=order.full, overwrite=overwrite, resume=resume,
-        config=record, task_info=setup.task_info,
-        parent=None if parent is None else {"run": str(parent["run"]), "at": start},
-        start_step=start,
-    )
+    rec = open_recorder(setup, cfg, run_dir, order, config=record, overwrite=overwrite, resume=resume,
+                        parent=None if parent is None else {"run": str(parent["run"]), "at": start},
+                        start_step=start)
     if resume:
         last = rec.step_count
         restore(setup, Trajectory(run_dir), last, opt_step=last)
         start = last
-    setup.model.train()
-    with Progress(T - start, f"record {run_dir.name}", enabled=progress) as bar:
-        for t in range(start + 1, T + 1):
-            idx, value = train_step(setup, cfg, order, t)
-            if not np.isfinite(value):
-                rec.close(f"stopped: non-finite loss at step {t}")
-                raise NonFiniteError(
-                    f"non-finite training loss at step {t}; steps 0..{rec.writer.manifest['last_step']} are kept "
-                    f"in {run_dir} (lower train.lr or use float64)"
-                )
-            rec.step(idx, loss=value)
-            bar.advance(1, loss=value)
-    rec.close("complete")
+    fit(setup, cfg, order, start=start, rec=rec, progress=progress, label=f"record {run_dir.name}")
     return run_dir
 
 
@@ -216,4 +246,5 @@ def branch(parent_dir: str | Path, at: int, seed: int, out: str | Path, *, overw
                         parent={"run": str(parent_dir), "at": at})
 
 
-__all__ = ["run_training", "record", "branch", "BatchOrder", "build", "restore"]
+__all__ = ["run_training", "record", "branch", "BatchOrder", "build", "setup_arrays", "open_recorder", "fit",
+           "restore"]
