@@ -57,7 +57,7 @@ def main() -> None:
     def step():
         K_tr = tangent_kernel(net, X, X[batch], params=params)[..., 0, 0]
         K_te = tangent_kernel(net, Xt, X[batch], params=params)[..., 0, 0]
-        RS, RC = sm.residual_parts(S, c, batch, a.n)
+        RS, RC = sm.residual_parts(S, c, batch)
         dS, dc = sm.sgd_kernel_step(K_tr, RS, RC, 0.01, a.batch)
         ds, dct = sm.sgd_kernel_step(K_te, RS, RC, 0.01, a.batch)
         S.add_(dS), c.add_(dc), s_test.add_(ds), c_test.add_(dct)

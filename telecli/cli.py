@@ -114,6 +114,7 @@ def verify(
 @app.command(epilog="Examples:\n\n  telecli telescope runs/digits                      # → runs/digits/lens.h5\n\n"
                     "  telecli telescope runs/digits --points 500 --every 10 --out lens.h5\n\n"
                     "  telecli telescope runs/big --shard 0/4 --out part0.h5 (then: telecli merge part*.h5 --out lens.h5)\n\n"
+                    "  telecli telescope runs/digits --effective-params --probes 64   # sketched p ± s.e.\n\n"
                     "  torchrun --nproc_per_node 4 -m telecli telescope runs/big --out lens.h5")
 def telescope(
     run: Path = typer.Argument(..., help="Run directory (every step stored)."),
@@ -124,10 +125,14 @@ def telescope(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G (default: "
                                              "half the free GPU memory; a quarter of RAM up to 8G on the CPU)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this job's share of the evaluation points."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --points subset."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this job's share of the evaluation points; "
+                                        "with --effective-params, of the smoother's training-target columns."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --points subset and of the --probes."),
     effective_params: bool = typer.Option(False, "--effective-params", help="Also the smoother form "
                                           "s(x)·y + c(x), effective parameters p (train/test), kernel norms."),
+    probes: Optional[int] = typer.Option(None, "--probes", help="With --effective-params: carry R random ±1 "
+                                         "probe columns instead of all n (cost ∝ R): p and ‖s(x)‖² are then "
+                                         "unbiased estimates, p's standard error is stored beside it."),
     approximate: bool = typer.Option(False, "--approximate", help="Compute even where the run is not what the "
                                      "analysis models (recorded steps that fail the recipe check, layers run in "
                                      "train mode); the caveat and per-step validity flags go into the file."),
@@ -139,7 +144,7 @@ def telescope(
 
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
                          shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
-                         effective_params=effective_params, approximate=approximate)
+                         effective_params=effective_params, approximate=approximate, probes=probes)
     if path is not None and not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
 

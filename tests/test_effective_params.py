@@ -168,3 +168,92 @@ def test_unreliable_smoother_is_flagged(tmp_path, capsys):
     run = run_training(cfg, tmp_path / "ok", progress=False)
     run_telescope(run, effective_params=True, progress=False)
     assert "unreliable" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- method.md §10.1
+
+
+def _small_run(tmp_path, opt: str, steps: int = 12):
+    cfg = config.from_dict({"name": opt, "task": {"name": "digits"}, "model": {"name": "mlp", "width": 16},
+                            "train": {"batch_size": 64, "steps": steps, **OPTIMISERS[opt]}})
+    return run_training(cfg, tmp_path / f"run-{opt}", progress=False)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_column_shards_merge_to_the_single_run(tmp_path, opt):
+    """--shard i/N with --effective-params splits the training-target columns (kernel recursion for SGD,
+    parameter-space state for AdamW): merged sums of squared rows equal one run to 1e-12."""
+    run = _small_run(tmp_path, opt)
+    whole = read(run_telescope(run, tmp_path / "w.h5", effective_params=True, progress=False))
+    parts = [run_telescope(run, tmp_path / f"p{i}.h5", shard=f"{i}/3", effective_params=True, progress=False)
+             for i in range(3)]
+    part0 = read(parts[0])
+    assert part0["test/index"].shape == whole["test/index"].shape  # every shard evaluates every point
+    assert np.all(part0["test/smoother_sq_norm"] <= whole["test/smoother_sq_norm"] + 1e-15)  # a partial sum
+    merged = read(merge(parts, tmp_path / "m.h5"))
+    for key in ("train/smoother_sq_norm", "test/smoother_sq_norm", "train/effective_parameters",
+                "test/effective_parameters", "train/smoother_trace", "train/smoother", "test/smoother",
+                "test/smoother_gap", "parameter_gap", "test/actual", "test/telescoped"):
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-12, atol=1e-14, err_msg=key)
+    assert merged["_attrs"]["shard"] == "merged"
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_identity_probes_reproduce_exact_p(tmp_path, opt, monkeypatch):
+    """The sketch's recursion with the probes √(nk)·I (so Z Zᵀ/R = I exactly) gives the exact p, per-point
+    ‖s(x)‖² and trace to 1e-12; the predictions s(x)·y + c(x) are exact for any probes."""
+    from telecli.lens import smoother as sm
+
+    run = _small_run(tmp_path, opt)
+    nk = Trajectory(run).manifest["data"]["n_train"]
+    exact = read(run_telescope(run, tmp_path / "e.h5", effective_params=True, progress=False))
+    sketch = sm.Columns.sketch
+
+    def identity_probes(y, R, seed=0, shard=(0, 1), probes=None):
+        return sketch(y, R, seed, shard, probes=nk**0.5 * torch.eye(nk, dtype=y.dtype))
+
+    monkeypatch.setattr(sm.Columns, "sketch", staticmethod(identity_probes))
+    got = read(run_telescope(run, tmp_path / "i.h5", effective_params=True, probes=nk, progress=False))
+    for key in ("train/effective_parameters", "test/effective_parameters", "test/smoother_sq_norm",
+                "train/smoother_sq_norm", "train/smoother_trace", "test/smoother", "parameter_gap"):
+        np.testing.assert_allclose(got[key], exact[key], rtol=1e-12, atol=1e-14, err_msg=key)
+    np.testing.assert_allclose(got["test/probe_effective_parameters"].mean(axis=1), exact["test/effective_parameters"],
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_sketched_p_is_unbiased_with_an_honest_standard_error(tmp_path):
+    """Rademacher probes: over seeds the mean of the estimates matches exact p within 3 standard errors
+    of that mean, each run's stored s.e. matches the spread of the estimates across seeds (within a
+    factor 2), and the smoother predictions stay exact."""
+    run = _small_run(tmp_path, "adamw")
+    exact = read(run_telescope(run, tmp_path / "e.h5", effective_params=True, progress=False))
+    runs = [read(run_telescope(run, tmp_path / f"s{seed}.h5", effective_params=True, probes=16, seed=seed,
+                               progress=False)) for seed in range(8)]
+    for split in ("train", "test"):
+        p = exact[f"{split}/effective_parameters"][-1]
+        est = np.array([r[f"{split}/effective_parameters"][-1] for r in runs])
+        se = np.array([r[f"{split}/effective_parameters_se"][-1] for r in runs])
+        assert abs(est.mean() - p) < 3 * est.std(ddof=1) / np.sqrt(len(est))
+        assert 0.5 < np.sqrt(np.mean(se**2)) / est.std(ddof=1) < 2.0
+        assert est.std() > 0  # the probes differ by seed
+        for r in runs:
+            np.testing.assert_allclose(r[f"{split}/smoother"], exact[f"{split}/smoother"], rtol=1e-12, atol=1e-13)
+    assert runs[0]["_attrs"]["probes"] == 16
+
+
+def test_sketch_state_grows_with_probes_not_n():
+    from telecli.jobs.smoother import memory_needed
+
+    opt = {"name": "adamw", "momentum": 0.0}
+    mem = lambda width, n=2000: memory_needed(opt, n, 1, 50_000, 1000, 8, width=width)  # noqa: E731
+    assert mem(2000) == memory_needed(opt, 2000, 1, 50_000, 1000, 8)  # exact = all nk columns
+    assert mem(129) - mem(65) == 2 * (mem(65) - mem(33)) > 0  # the state is linear in the columns carried
+    assert mem(65) < mem(2000) / 3
+
+
+def test_probes_need_the_smoother_and_enough_columns(tmp_path):
+    run = _small_run(tmp_path, "sgd", steps=2)
+    with pytest.raises(TelecliError, match="--effective-params"):
+        run_telescope(run, tmp_path / "a.h5", probes=8, progress=False)
+    with pytest.raises(TelecliError, match="--probes must be"):
+        run_telescope(run, tmp_path / "b.h5", probes=1, effective_params=True, progress=False)

@@ -41,19 +41,25 @@ def effective_optimizer(opt: dict, meta: dict) -> dict:
     return out
 
 
-def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int) -> int:
+def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int,
+                  width: int | None = None) -> int:
+    """Bytes of the smoother's state for ``width`` carried columns (default nk: exact, lens.smoother.Columns)."""
     rule = get_optimizer(opt["name"])
     nk = n * k
-    total = nk * nk + n_eval * k * nk  # S_train and the evaluation rows
+    C = nk if width is None else width
+    total = nk * C + n_eval * k * C  # S_train and the evaluation rows
     if rule.parameter_state(opt):
         states = 1 + int(rule.momentum_state(opt))
-        total += states * n_params * nk + (nk + n_eval * k) * n_params + 2 * n_params * nk  # Θ, M, J, U
+        total += states * n_params * C + (nk + n_eval * k) * n_params + 2 * n_params * C  # Θ, M, J, U
     return total * itemsize
 
 
-def datasets(splits, sizes: dict[str, int], S: int, k: int, opt: dict | None = None) -> dict:
+def datasets(splits, sizes: dict[str, int], S: int, k: int, opt: dict | None = None, probes: int = 0) -> dict:
+    """The smoother's datasets; a sketch (``probes`` R carried by this job) adds the per-probe p."""
     out = {}
     for s in splits:
+        if probes:
+            out[f"{s}/probe_effective_parameters"] = ((S, probes), "f8")
         for c in get_optimizer(opt["name"]).component_names(opt) if opt else []:
             out[f"{s}/components/{c}"] = ((S, sizes[s], k), "f8")
         out[f"{s}/smoother"] = ((S, sizes[s], k), "f8")
@@ -79,7 +85,9 @@ def _jvp(model, params: dict, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, torch.Tensor],
                  idx: dict[str, np.ndarray], row_of: dict[int, int], dev: torch.device, dtype: torch.dtype,
-                 budget: int, progress: bool, strategy: str = "auto") -> None:
+                 budget: int, progress: bool, strategy: str = "auto", columns: str | tuple = "exact") -> None:
+    """``columns``: "exact", ("shard", i, N) or ("sketch", R, seed, i, N) — what the S-part carries
+    (lens.smoother.Columns, method.md §10.1)."""
     m = traj.manifest
     if m["loss"] != "mse":
         raise TelecliError(f"effective parameters need the squared loss; {traj.run_dir} was trained with "
@@ -98,12 +106,20 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     P = sum(v.numel() for v in theta0.values())
     rule = get_optimizer(opt["name"])
     general = rule.parameter_state(opt)
-    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize)
+    yvec = ytr.reshape(-1)
+    if columns == "exact":
+        cols = sm.Columns.exact(nk)
+    elif columns[0] == "shard":
+        cols = sm.Columns.shard(yvec, columns[1], columns[2])
+    else:
+        cols = sm.Columns.sketch(yvec, columns[1], columns[2], shard=(columns[3], columns[4]))
+    C = cols.width
+    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize, C)
     if need > budget:
         raise TelecliError(
             f"the smoother for {opt['name']} on n={n}, k={k}, P={P:,} needs about {need / 2**30:.1f} GiB "
-            f"(budget {budget / 2**30:.1f} GiB); raise --max-memory, use --device cuda, or --points N for "
-            f"fewer test points"
+            f"(budget {budget / 2**30:.1f} GiB); raise --max-memory, use --device cuda, --points N for "
+            f"fewer test points, --probes R for a sketch, or --shard i/N to split the columns"
         )
     if rule.needs_recorded_state(opt) and not m.get("optimizer_state"):
         raise TelecliError(f"{traj.run_dir} stored no optimiser state; {opt['name']} needs it for the smoother")
@@ -119,18 +135,17 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     with torch.no_grad():
         f_train = torch.func.functional_call(model, theta0, (Xtr,)).reshape(-1)
         f_eval = {s: torch.func.functional_call(model, theta0, (X[s],)).reshape(-1) for s in test_splits}
-    S_train = torch.zeros(nk, nk, dtype=dtype, device=dev)
+    S_train = torch.zeros(nk, C, dtype=dtype, device=dev)
     c_train = f_train.clone()
-    s_eval = {s: torch.zeros(X[s].shape[0] * k, nk, dtype=dtype, device=dev) for s in test_splits}
+    s_eval = {s: torch.zeros(X[s].shape[0] * k, C, dtype=dtype, device=dev) for s in test_splits}
     c_eval = {s: f_eval[s].clone() for s in test_splits}
-    yvec = ytr.reshape(-1)
     state = None
     if general:
         momentum = None
         if first > 0 and m.get("optimizer_state") and rule.momentum_state(opt):
             st = traj.optimizer_state(first)  # M = −(the recorded momentum) in the U convention
             momentum = -flatten({name: st[f"{name}.{rule.MOMENTUM_KEY}"].to(dev, dtype) for name in theta0})
-        state = sm.ParameterState(flatten(theta0), nk, momentum, need_momentum=rule.momentum_state(opt))
+        state = sm.ParameterState(flatten(theta0), C, momentum, need_momentum=rule.momentum_state(opt))
 
     theta_first = flatten(theta0)
     decay_share = 1.0  # a_t = Π (1 − γ_s λ): the share of θ_0 left after decay
@@ -154,15 +169,18 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             else:
                 S_rows, c_rows = s_eval[s], c_eval[s]
             N = X[s].shape[0]
-            pred = (S_rows @ yvec + c_rows).reshape(N, k)
-            writer[f"{s}/smoother"][r] = pred.double().cpu().numpy()
-            writer[f"{s}/smoother_sq_norm"][r] = (S_rows**2).sum(dim=1).reshape(N, k).sum(dim=1).double().cpu().numpy()
+            pred = cols.times_y(S_rows, yvec) + c_rows
+            writer[f"{s}/smoother"][r] = pred.reshape(N, k).double().cpu().numpy()
+            writer[f"{s}/smoother_sq_norm"][r] = cols.sq_norms(S_rows).reshape(N, k).sum(dim=1).double().cpu().numpy()
+            if cols.probes:  # p seen by each probe r: p⁰ of the rows' (s(x)·z_r)²
+                sq = cols.probe_sq_norms(S_rows).reshape(N, k, -1).sum(dim=1).double().cpu().numpy()
+                writer[f"{s}/probe_effective_parameters"][r] = [sm.effective_parameters_k(c, n, k) for c in sq.T]
             if s in norms:
                 writer[f"{s}/kernel_norm"][r] = norms[s].double().cpu().numpy()
-        writer["train/smoother_trace"][r] = float(torch.diagonal(S_train).sum())
+        writer["train/smoother_trace"][r] = cols.trace(S_train)
         if theta_t is not None:
             # sanity check of §1.6: Θ^S y + Θ^C should track the real θ_t
-            tracked = theta_track if state is None else state.theta_S @ yvec + state.theta_C
+            tracked = theta_track if state is None else cols.times_y(state.theta_S, yvec) + state.theta_C
             gap = float((tracked - theta_t).abs().max())
             writer["parameter_gap"][r] = gap
             travelled = float((theta_t - theta_first).abs().max())
@@ -189,7 +207,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             B = len(batch)
             params = {name: st_prev[THETA][name].to(dev, dtype) for name in names}
             load_buffers(st_prev[BUFFER])
-            RS, RC = sm.residual_parts(S_train, c_train, rows)
+            RS, RC = cols.residual_parts(S_train, c_train, rows)
             norms = {}
             if not general:
                 # one kernel call per step: every training point and the test points against B_t
@@ -202,7 +220,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr * rho, B)
                 upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr * rho, B) for s in test_splits}
                 # θ̃_t = θ̃_{t−1} + γρ T_t (y − f̃_{t−1}): one vector-Jacobian product on the batch
-                resid = (RS @ yvec + RC).reshape(B, k)
+                resid = (cols.times_y(RS, yvec) + RC).reshape(B, k)
                 _, pull = torch.func.vjp(lambda p: f_net(p, dict(model.named_buffers()), Xtr[batch]), params)
                 theta_track += sm.sgd_parameter_step(flatten(pull(resid)[0]), lr, rho, B)
             else:
@@ -254,3 +272,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         writer.f.create_dataset(name, data=kmax[s])
     writer.f.attrs["n_train"] = n
     writer.f.attrs["smoother_path"] = "parameter-state (§1.6)" if general else "kernel recursion (§1.5)"
+    writer.f.attrs["smoother_columns"] = ("exact" if columns == "exact" else
+                                          f"shard {columns[1]}/{columns[2]} of the columns" if columns[0] == "shard"
+                                          else f"sketch: {columns[1]} Rademacher probes, seed {columns[2]}, "
+                                               f"share {columns[3]}/{columns[4]}")

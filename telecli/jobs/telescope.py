@@ -22,7 +22,8 @@ from telecli.lens import metrics
 from telecli.lens import telescope as lens
 from telecli.lens.functional import flatten, jacobian
 from telecli.jobs.recipe import check_recipe, train_mode_problems
-from telecli.jobs.common import parse_shard, rebuild_network, select_points
+from telecli.jobs.common import rebuild_network, select_points
+from telecli.options import parse_shard
 from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, plan_memory, with_oom_backoff
 from telecli.progress import Progress
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
@@ -67,18 +68,32 @@ def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Te
 def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int | None = None,
                   device: str | None = None, max_memory: str | None = None, shard: str | None = None,
                   seed: int = 0, overwrite: bool = False, progress: bool = True,
-                  effective_params: bool = False, approximate: bool = False) -> Path:
+                  effective_params: bool = False, approximate: bool = False, probes: int | None = None) -> Path:
     """Compute the telescoping model of a recorded run; returns the results file path.
 
     A run whose network ran batch-dependent layers in train mode is refused (the function evaluated
     would not be the one trained), and with ``effective_params`` every step is first checked against
     the step the smoother models (telecli.jobs.recipe): a mismatch is refused. ``approximate``
-    computes either anyway and records the caveat in the file (docs/effective-parameters.md)."""
+    computes either anyway and records the caveat in the file (docs/effective-parameters.md).
+
+    With ``effective_params``, ``shard`` i/N splits the smoother's training-target columns instead of the
+    points (every shard evaluates every point; their squared row norms add up, method.md §10.1), and
+    ``probes`` R carries R Rademacher probe columns (seeded by ``seed``) instead of all n: p and the
+    per-point ‖s(x)‖² become Hutchinson estimates, with the standard error of p stored beside it."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
     if not traj.is_contiguous():
         Replayer(traj, torch.device("cpu"))  # fails early, with the reason, when gaps cannot be replayed
     shard_ix = parse_shard(shard)
+    if probes is not None and not effective_params:
+        raise TelecliError("--probes sketches the effective parameters; add --effective-params")
+    if probes is not None and not (isinstance(probes, int) and probes >= max(2, shard_ix[1])):
+        raise TelecliError(f"--probes must be an integer ≥ 2 (and ≥ the number of shards, {shard_ix[1]}), got {probes!r}")
+    columns = "exact"
+    if effective_params and probes:
+        columns = ("sketch", int(probes), int(seed), *shard_ix)
+    elif effective_params and shard_ix[1] > 1:
+        columns = ("shard", *shard_ix)
     out = Path(out) if out else default_output(run, shard_ix)
     if out.exists() and not overwrite:
         from telecli.store.results import check_writable
@@ -104,7 +119,8 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     k = int(traj.manifest["data"]["output_dim"])
     plan = _plan(traj, model, data[f"x_{splits[0]}"][:1].to(dev, dtype), max(map(len, chosen.values())), k,
                  dev, dtype, max_memory)
-    idx = {s: _shard_positions(chosen[s], plan.chunk, shard_ix) for s in splits}
+    point_shard = (0, 1) if effective_params else shard_ix  # with the smoother, shards split its columns
+    idx = {s: _shard_positions(chosen[s], plan.chunk, point_shard) for s in splits}
     X = {s: data[f"x_{s}"][torch.as_tensor(idx[s])].to(dev, dtype) for s in splits}
     Y = {s: data[f"y_{s}"][torch.as_tensor(idx[s])].to(dtype) for s in splits}
     steps = traj.steps
@@ -115,15 +131,16 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
 
     key = json.dumps({"run": traj.manifest.get("run_id"), "last": last, "points": str(points), "every": every,
                       "seed": seed, "shard": list(shard_ix), "sha": traj.shards[-1].sha256,
-                      "effective_params": effective_params}, sort_keys=True)
+                      "effective_params": effective_params, "probes": probes}, sort_keys=True)
     datasets = {f"{s}/{kind}": ((S, len(idx[s]), k), "f8") for s in splits for kind in KINDS}
     if effective_params:
         from telecli.jobs.smoother import datasets as smoother_datasets
 
         from telecli.jobs.smoother import effective_optimizer
 
+        mine = len(np.array_split(np.arange(probes), shard_ix[1])[shard_ix[0]]) if probes else 0
         datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k,
-                                          effective_optimizer(traj.manifest["optimizer"], traj.meta())))
+                                          effective_optimizer(traj.manifest["optimizer"], traj.meta()), mine))
         datasets["recipe_error"] = ((S,), "f8")
     fixed = {"steps": out_steps}
     for s in splits:
@@ -131,6 +148,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
         fixed[f"{s}/targets"] = Y[s].double().numpy()
     attrs = {"run": str(run), "run_id": traj.manifest.get("run_id"), "points": str(points), "every": every,
              "seed": seed, "shard": f"{shard_ix[0]}/{shard_ix[1]}", "loss": traj.manifest["loss"],
+             "shard_axis": "columns" if effective_params else "points", "probes": probes or 0,
              "optimizer": traj.manifest["optimizer"], "device": str(dev), "dtype": str(dtype)[6:],
              "buffers_note": "BatchNorm layers evaluated with the recorded running statistics (eval mode)",
              "config": traj.manifest.get("config"), "n_train": int(traj.manifest["data"]["n_train"]),
@@ -144,7 +162,8 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
         if effective_params:
             from telecli.jobs.smoother import run_smoother
 
-            run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress)
+            run_smoother(traj, model, writer, X, idx, row_of, dev, dtype, parse_memory(max_memory, dev), progress,
+                         columns=columns)
             if report is not None:
                 writer["recipe_error"][...] = recipe_by_row(report, out_steps)
         path = writer.finish(lambda f: summarise(f, traj.manifest["loss"]))
@@ -344,7 +363,7 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
         pred = {kind: torch.as_tensor(f[f"{s}/{kind}"][...]) for kind in KINDS}
         g = f[s]
         for name in [n for n in g if n.startswith(("loss_", "error_", "approx_error_")) or n in (
-                "effective_parameters", "smoother_gap", "kernel_norm_max")]:
+                "effective_parameters", "effective_parameters_se", "smoother_gap", "kernel_norm_max")]:
             del g[name]
         for kind in ("telescoped", "linearized"):
             g[f"approx_error_{kind}"] = metrics.approximation_error(pred["actual"], pred[kind]).numpy()
@@ -358,6 +377,11 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
             sq = g["smoother_sq_norm"][...]
             g["effective_parameters"] = np.array([effective_parameters_k(row, n, k) if row.size else np.nan
                                                   for row in sq])
+            if "probe_effective_parameters" in g:  # a sketch: p is the mean over probes, s.e. from their spread
+                from telecli.lens.stats import mean_se
+
+                per_probe = g["probe_effective_parameters"][...]
+                g["effective_parameters_se"] = mean_se(per_probe, axis=1, single=np.nan)[1]
             smooth = torch.as_tensor(g["smoother"][...])
             g["smoother_gap"] = metrics.approximation_error(pred["actual"], smooth).numpy()
             g["loss_smoother"] = metrics.loss(smooth, y, loss_kind).numpy()
@@ -406,8 +430,38 @@ def validity(f: h5py.File) -> None:
         f[f"validity/{s}/ok"] = recipe & params & smooth
 
 
+# Column shards (--effective-params --shard i/N, method.md §10.1): these add up; the rest is the same in each.
+COLUMN_SUMS = ("train/smoother_sq_norm", "test/smoother_sq_norm", "train/smoother_trace")
+COLUMN_PROBES = ("train/probe_effective_parameters", "test/probe_effective_parameters")
+
+
+def _merge_columns(parts, files, tmp: Path, ref: h5py.File) -> None:
+    """Column shards: every shard evaluated every point, so the predictions, kernel norms and checks of
+    any one are the job's; squared row norms and trace partial sums add up, sketch probes concatenate."""
+    for p, f in zip(parts, files):
+        for s in SPLITS:
+            if f"{s}/index" in ref and not np.array_equal(f[f"{s}/index"][...], ref[f"{s}/index"][...]):
+                raise TelecliError(f"{p} evaluated other {s} points than {parts[0]}; shards must come from one job")
+    with h5py.File(tmp, "w") as g:
+        for k_, v in ref.attrs.items():
+            g.attrs[k_] = v
+        g.attrs["shard"] = "merged"
+        g.attrs["merged_from"] = json.dumps([str(p) for p in parts])
+        for name in ref:
+            ref.copy(name, g)
+        for name in COLUMN_SUMS:
+            if name in g:
+                g[name][...] = np.sum([f[name][...] for f in files], axis=0)
+        for name in COLUMN_PROBES:
+            if name in g:
+                del g[name]
+                g[name] = np.concatenate([f[name][...] for f in files], axis=1)
+        summarise(g, str(ref.attrs["loss"]))
+
+
 def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
-    """Join shard files of one ``telescope`` job (points split with --shard) into one file, ordered by index."""
+    """Join shard files of one ``telescope`` job into one file: points split with --shard are ordered by
+    index; with --effective-params the shards split the smoother's columns, whose partial sums add up."""
     from telecli.store.results import check_writable
 
     out = Path(out)
@@ -416,7 +470,7 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
     try:
         ref = files[0]
         for p, f in zip(parts, files):
-            for attr in ("run_id", "every", "points", "seed"):
+            for attr in ("run_id", "every", "points", "seed", "probes", "shard_axis"):
                 if f.attrs.get(attr) != ref.attrs.get(attr):
                     raise TelecliError(f"{p} differs from {parts[0]} in '{attr}'; shards must come from one job")
             if not np.array_equal(f["steps"][...], ref["steps"][...]):
@@ -426,6 +480,10 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
         if len(shards) != n_total or len(files) != n_total:
             raise TelecliError(f"expected {n_total} distinct shards, got {len(shards)} ({', '.join(map(str, shards))})")
         tmp = partial_path(out)
+        if ref.attrs.get("shard_axis") == "columns":
+            _merge_columns(parts, files, tmp, ref)
+            os.replace(tmp, out)
+            return out
         with h5py.File(tmp, "w") as g:
             for k_, v in ref.attrs.items():
                 g.attrs[k_] = v

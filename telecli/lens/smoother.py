@@ -68,6 +68,92 @@ def residual_parts(S_train: torch.Tensor, c_train: torch.Tensor, rows: torch.Ten
     return RS, -c_train[rows]
 
 
+class Columns:
+    """The columns the S-part is carried on (method.md §10.1).
+
+    The recursion is linear in the columns of S: every quantity of the S-part (S_t, s_t(x), Θ^S_t, M^S_t)
+    evolves column by column with shared kernels. So for an nk × C matrix E the same recursion started
+    from E instead of I carries S_t E, at a cost ∝ C:
+
+    * ``exact(nk)``: E = I, every column — the smoother itself;
+    * ``shard(y, i, N)``: E = [I[:, J_i], y], the i-th of N blocks J_i of columns: row norms ‖s(x)‖² and
+      trace S are sums over columns, so the shards' partial sums add up to the single run's;
+    * ``sketch(y, R, seed)``: E = [Z, y] with Z an nk × R matrix of Rademacher (±1) probes (or given
+      ``probes`` with E[z zᵀ] = I): ‖s(x)‖² ≈ ‖s(x) Z‖²/R and tr S ≈ tr(Zᵀ S Z)/R (Hutchinson), unbiased;
+      split over shards the probes divide the same way.
+
+    Carrying y as the last column keeps s(x)·y exact whatever E is.
+
+    >>> S = torch.tensor([[0.5, 0.2], [0.1, 0.4]], dtype=torch.float64)
+    >>> y = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    >>> sk = Columns.sketch(y, 2, probes=2**0.5 * torch.eye(2, dtype=torch.float64))  # Z Zᵀ/R = I
+    >>> SE = S @ sk.basis
+    >>> torch.allclose(sk.sq_norms(SE), (S**2).sum(1)), torch.allclose(sk.times_y(SE, y), S @ y)
+    (True, True)
+    """
+
+    def __init__(self, basis: torch.Tensor | None, width: int, *, probes: int = 0, identity: range | None = None):
+        self.basis = basis  # None: the identity (exact single run)
+        self.width = width  # C, the columns carried
+        self.probes = probes  # R of the whole sketch (0: not a sketch)
+        self.identity = identity  # the identity columns a shard carries
+
+    @classmethod
+    def exact(cls, nk: int) -> "Columns":
+        return cls(None, nk)
+
+    @classmethod
+    def shard(cls, y: torch.Tensor, i: int, N: int) -> "Columns":
+        nk = y.numel()
+        block = np.array_split(np.arange(nk), N)[i]
+        cols = range(int(block[0]), int(block[-1]) + 1) if len(block) else range(0)
+        E = torch.zeros(nk, len(cols) + 1, dtype=y.dtype, device=y.device)
+        E[torch.as_tensor(cols, device=y.device), torch.arange(len(cols), device=y.device)] = 1.0
+        E[:, -1] = y
+        return cls(E, len(cols) + 1, identity=cols)
+
+    @classmethod
+    def sketch(cls, y: torch.Tensor, R: int, seed: int = 0, shard: tuple[int, int] = (0, 1),
+               probes: torch.Tensor | None = None) -> "Columns":
+        nk = y.numel()
+        if probes is None:
+            g = torch.Generator().manual_seed(int(seed))
+            probes = (torch.randint(0, 2, (nk, R), generator=g) * 2 - 1).to(y.dtype)
+        mine = np.array_split(np.arange(R), shard[1])[shard[0]]
+        E = torch.cat([probes[:, mine].to(y.device, y.dtype), y.reshape(-1, 1)], dim=1)
+        return cls(E, E.shape[1], probes=R)
+
+    def residual_parts(self, S_train: torch.Tensor, c_train: torch.Tensor, rows: torch.Tensor):
+        """y_B − f̃_B on the carried columns: R^S = E[B] − (S_{t−1} E)[B], R^C = −c_{t−1}[B]."""
+        if self.basis is None:
+            return residual_parts(S_train, c_train, rows)
+        return self.basis[rows] - S_train[rows], -c_train[rows]
+
+    def times_y(self, A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A·y from a carried A·E (rows of S, Θ^S, R^S): exact for every E, y being carried."""
+        return A @ y if self.basis is None else A[:, -1]
+
+    def sq_norms(self, S_rows: torch.Tensor) -> torch.Tensor:
+        """‖s(x)‖² per row: exact, a shard's partial sum, or the sketch's unbiased estimate."""
+        if self.basis is None:
+            return (S_rows**2).sum(dim=1)
+        sq = (S_rows[:, :-1] ** 2).sum(dim=1)
+        return sq / self.probes if self.probes else sq
+
+    def probe_sq_norms(self, S_rows: torch.Tensor) -> torch.Tensor:
+        """(s(x)·z_r)² per row and probe r (sketch only): the per-probe values behind the standard error."""
+        return S_rows[:, :-1] ** 2
+
+    def trace(self, S_train: torch.Tensor) -> float:
+        """tr S: exact, a shard's partial sum over its identity columns, or tr(Zᵀ S Z)/R."""
+        if self.basis is None:
+            return float(torch.diagonal(S_train).sum())
+        if self.probes:
+            return float((self.basis[:, :-1] * S_train[:, :-1]).sum()) / self.probes
+        a, b = self.identity.start, self.identity.stop
+        return float(torch.diagonal(S_train[a:b, : b - a]).sum())
+
+
 def sgd_kernel_step(K_rows: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, lr: float, batch_size: int):
     """Plain SGD (method.md §1.5 recursion): Δs(x) = γ k_t(x)(E_B − S_{t−1}[B]), Δc(x) = −γ k_t(x) c_{t−1}[B],
     with k_t(x) = K(x, B)/|B| (Eq. 3; batch indicator and 1/|B_t| folded in). ``K_rows`` is (rows × |B|k)."""
@@ -80,11 +166,11 @@ class ParameterState:
     The optimiser's module (telecli.optim) turns the pseudo-gradient G_t into the direction U_t and
     updates M; :func:`advance_parameters` applies Θ_t = Θ_{t−1} + γ_t U_t."""
 
-    def __init__(self, theta0: torch.Tensor, nk: int, momentum: torch.Tensor | None, need_momentum: bool):
-        P = theta0.numel()
-        self.theta_S = torch.zeros(P, nk, dtype=theta0.dtype, device=theta0.device)
+    def __init__(self, theta0: torch.Tensor, width: int, momentum: torch.Tensor | None, need_momentum: bool):
+        P = theta0.numel()  # width: the columns carried (nk, or fewer: Columns)
+        self.theta_S = torch.zeros(P, width, dtype=theta0.dtype, device=theta0.device)
         self.theta_C = theta0.clone()
-        self.M_S = torch.zeros(P, nk, dtype=theta0.dtype, device=theta0.device) if need_momentum else None
+        self.M_S = torch.zeros(P, width, dtype=theta0.dtype, device=theta0.device) if need_momentum else None
         self.M_C = (momentum.clone() if momentum is not None else torch.zeros_like(theta0)) if need_momentum else None
 
 
