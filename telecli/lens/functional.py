@@ -113,21 +113,47 @@ def jacobian(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor)
 def jvp_block(model: nn.Module, params: Params, tangents: Params, buffers: Params, x: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """For a block of S linearisation points θ_s and directions v_s (leading axis S in every tensor):
-    (f_{θ_s}(x), ∇_θ f_{θ_s}(x)ᵀ v_s), each (S, n, k). One forward-mode pass per step (torch.func.jvp)."""
+    (f_{θ_s}(x), ∇_θ f_{θ_s}(x)ᵀ v_s), each (S, n, k). One forward-mode pass per step (lens.forward:
+    the chain of layer rules where it applies, else torch.func.jvp)."""
+    from telecli.lens.forward import chain_of
+
+    S = next(iter(params.values())).shape[0]
+    at = lambda d, s: {k: v[s] for k, v in d.items()}  # noqa: E731
+    chain = chain_of(model, at(params, 0), at(buffers, 0), x)
     f = function(model)
-
-    def one(p: Params, v: Params, b: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return jvp(lambda q: f(q, b, x), (p,), (v,))
-
-    return vmap(one)(params, tangents, buffers)
+    out = tan = None
+    for s in range(S):
+        p, v, b = at(params, s), at(tangents, s), at(buffers, s)
+        if chain is not None:
+            with torch.no_grad():
+                o, j = chain.jvp(p, v, x)
+        else:
+            o, j = jvp(lambda q: f(q, b, x), (p,), (v,))
+        if out is None:
+            out, tan = o.new_empty((S, *o.shape)), j.new_empty((S, *j.shape))
+        out[s], tan[s] = o, j
+    return out, tan
 
 
 def jvp_directions(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, tangents: Params
                    ) -> torch.Tensor:
-    """∇_θ f_θ(x)ᵀ v_s at one fixed θ for a stack of directions v_s: (S, n, k). Under vmap the primal
-    pass at θ is unbatched, so it runs once for the whole stack."""
-    f = function(model)
-    return vmap(lambda v: jvp(lambda q: f(q, buffers, x), (params,), (v,))[1])(tangents)
+    """∇_θ f_θ(x)ᵀ v_s at one fixed θ for a stack of directions v_s: (S, n, k). The primal pass at θ runs
+    once for the whole stack (the chain keeps it; under vmap it is unbatched)."""
+    from telecli.lens.forward import chain_of
+
+    chain = chain_of(model, params, buffers, x)
+    if chain is None:
+        f = function(model)
+        return vmap(lambda v: jvp(lambda q: f(q, buffers, x), (params,), (v,))[1])(tangents)
+    S = next(iter(tangents.values())).shape[0]
+    with torch.no_grad():
+        saved = chain.primal(params, x)
+        first = chain.tangent(saved, params, {k: v[0] for k, v in tangents.items()})
+        out = first.new_empty((S, *first.shape))
+        out[0] = first
+        for s in range(1, S):
+            out[s] = chain.tangent(saved, params, {k: v[s] for k, v in tangents.items()})
+    return out
 
 
 def forward_block(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
