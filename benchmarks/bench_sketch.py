@@ -1,6 +1,7 @@
 """Sketched effective parameters (method.md §10.1, ``telecli telescope --effective-params --probes R``)
 against the exact smoother on the CPU variants of two presets: speed-up of the whole pass and the error
-of p against exact, in units of the stored standard error.
+of p against exact, in units of the stored standard error; and the exact smoother in float32
+(``--dtype float32``) against float64: speed-up and the relative error of p.
 
     python benchmarks/bench_sketch.py [--steps 300] [--probes 16,64] [--threads 0]
 
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from telecli import config
@@ -57,6 +59,14 @@ def main() -> None:
                 return lambda: run_telescope(run, tmp / out, effective_params=True, probes=R, overwrite=True,
                                              progress=False)
 
+            t64, path64 = timed(job("exact.h5", None))
+            t32, path32 = timed(lambda: run_telescope(run, tmp / "f32.h5", effective_params=True, dtype="float32",
+                                                      overwrite=True, progress=False))
+            with h5py.File(path64) as f64, h5py.File(path32) as f32:
+                err = {s: float(np.nanmax(np.abs(f32[f"{s}/effective_parameters"][1:] - f64[f"{s}/effective_parameters"][1:])
+                                          / np.abs(f64[f"{s}/effective_parameters"][1:]))) for s in ("train", "test")}
+            print(f"  float32 exact: {t32:6.1f} s vs float64 {t64:6.1f} s ({t64 / t32:4.2f}x); largest relative error "
+                  f"of p over the steps: train {err['train']:.1e}, test {err['test']:.1e}")
             for R in [int(r) for r in a.probes.split(",")]:
                 te, ts = [], []
                 for _ in range(2):

@@ -130,6 +130,8 @@ def telescope(
     seed: int = typer.Option(0, "--seed", help="Seed of the --points subset and of the --probes."),
     effective_params: bool = typer.Option(False, "--effective-params", help="Also the smoother form "
                                           "s(x)·y + c(x), effective parameters p (train/test), kernel norms."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float64 | float32: compute in this precision "
+                                        "(default: the run's)."),
     probes: Optional[int] = typer.Option(None, "--probes", help="With --effective-params: carry R random ±1 "
                                          "probe columns instead of all n (cost ∝ R): p and ‖s(x)‖² are then "
                                          "unbiased estimates, p's standard error is stored beside it."),
@@ -144,7 +146,7 @@ def telescope(
 
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
                          shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
-                         effective_params=effective_params, approximate=approximate, probes=probes)
+                         effective_params=effective_params, approximate=approximate, probes=probes, dtype=dtype)
     if path is not None and not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
 
@@ -240,6 +242,8 @@ def boost(
     smoother: Optional[bool] = typer.Option(None, "--smoother/--no-smoother", help="Store the GBT smoother S "
                                             "((n+m)·n values; default on); off: kernel norms only."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget of the network's "
+                                             "kernel norms and telescope, e.g. 2G (default as for telescope)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/boost.h5 and OUT/nn."),
     quiet: bool = _quiet_option(),
 ):
@@ -251,6 +255,7 @@ def boost(
         "data": data, "target": target, "proportions": proportions, "mixture_size": mixture_size, "top": top,
         "test_size": test_size, "search": search, "validation": validation, "seed": seed,
         "kernel_every": kernel_every, "telescope": telescope_nn, "smoother": smoother, "device": device,
+        "max_memory": max_memory,
         "nn.steps": nn_steps, "nn.lr": nn_lr, "nn.batch_size": nn_batch,
         "gbt.trees": gbt_trees, "gbt.depth": gbt_depth, "gbt.lr": gbt_lr,
     })

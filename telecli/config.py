@@ -262,6 +262,7 @@ class BoostConfig:
     smoother: bool = True  # build the GBT smoother S (memory (n+m)·n floats); False: kernel norms only
     device: str = "auto"
     dtype: str = "float64"
+    max_memory: str = "auto"  # the NN side's working-memory budget (kernel norms, telescope), e.g. "2G"
     description: str = ""
     nn: NNSettings = field(default_factory=NNSettings)
     gbt: GBTSettings = field(default_factory=GBTSettings)
@@ -342,6 +343,10 @@ def validate_boost(cfg: BoostConfig) -> BoostConfig:
         raise TelecliError(f"--test-size must be a fraction in (0, 1) or a row count, got {cfg.test_size!r}")
     if cfg.dtype not in ("float64", "float32"):
         raise TelecliError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
+    if cfg.max_memory not in ("", "auto"):
+        from telecli.options import parse_bytes
+
+        parse_bytes(cfg.max_memory, "--max-memory")
     if not isinstance(cfg.data, str) or not cfg.data:
         raise TelecliError("give the data: telecli boost DATA (a CSV/Parquet file, 'diabetes' or openml:ID) "
                            "or --config FILE.toml with data = ...")

@@ -1,11 +1,11 @@
 """Command-line option values → typed values, one parser per kind of option (shared by cli.py and by the
 jobs, which also accept these strings from Python). Configuration fields are parsed in telecli.config;
-``--max-memory`` in telecli.runtime (it depends on the device).
+``--max-memory auto`` in telecli.runtime (it depends on the device).
 
 >>> parse_steps("0,25, 4"), parse_shard("1/4"), parse_points("all", "--points")
 ([0, 4, 25], (1, 4), 'all')
->>> parse_alpha("0:1:5").tolist()
-[0.0, 0.25, 0.5, 0.75, 1.0]
+>>> parse_alpha("0:1:5").tolist(), parse_bytes("1.5G", "--max-memory")
+([0.0, 0.25, 0.5, 0.75, 1.0], 1610612736)
 """
 
 from __future__ import annotations
@@ -73,3 +73,12 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
         raise TelecliError(f"--shard expects i/N with 0 ≤ i < N, got '{spec}'")
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_bytes(spec: str, option: str) -> int:
+    """'512M', '4G', '1.5GiB', '1000000' → bytes (binary units)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", str(spec).strip(), re.I)
+    if not m or float(m.group(1)) <= 0:
+        raise TelecliError(f"{option} expects e.g. 512M or 4G, got '{spec}'")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)

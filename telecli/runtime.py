@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
@@ -54,11 +53,9 @@ def parse_memory(spec: str | None, device: torch.device) -> int:
         except (ValueError, OSError, AttributeError):
             total = 8 << 30
         return int(min(8 << 30, total // 4))
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", spec.strip(), re.I)
-    if not m:
-        raise TelecliError(f"--max-memory expects e.g. 512M or 4G, got '{spec}'")
-    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)
+    from telecli.options import parse_bytes
+
+    return parse_bytes(spec, "--max-memory")
 
 
 def activation_elements(model: nn.Module, x: torch.Tensor, params, buffers) -> int:

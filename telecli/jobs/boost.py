@@ -128,7 +128,8 @@ def predict_nn(model, x, device, dtype) -> np.ndarray:
     return out.reshape(-1).double().cpu().numpy()
 
 
-def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, device, progress: bool):
+def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, device, progress: bool,
+                    memory: int | None = None):
     """Per-step maxima of ‖k_t(x)‖₂ (lens.boost.network_kernel_norms) over the training set and over
     each test group, streaming θ_{t−1} from the run at ``run_dir`` (method.md §4.4). Returns (steps t,
     {"train": (K,), group: (K,)}, mean over steps per point {"train": (n,), "test": (m,)})."""
@@ -165,8 +166,8 @@ def nn_kernel_norms(run_dir: Path, groups: dict[str, np.ndarray], every: int, de
             theta = {k: v.to(device, dtype) for k, v in theta.items()}
             batch = traj.batch(meta, row_of[step + 1])
             if strategy is None:
-                strategy = choose_strategy(model, x_eval[:8], x_train[:8], params=theta)
-            norms = network_kernel_norms(model, theta, x_eval, x_train, batch, strategy=strategy)
+                strategy = choose_strategy(model, x_eval[:8], x_train[:8], params=theta, memory=memory)
+            norms = network_kernel_norms(model, theta, x_eval, x_train, batch, strategy=strategy, memory=memory)
             total += norms.double()
             nt = norms[:n]
             maxima["train"][r] = float(nt.max())
@@ -318,7 +319,10 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
     pred_nn_tr = predict_nn(model, sp.x_train, device, dtype)
     pred_nn_te = predict_nn(model, sp.x_test, device, dtype)
     groups = {_label(p): pos for p, pos in sp.mixtures.items()}
-    k_steps, k_max, k_mean = nn_kernel_norms(nn_dir, groups, cfg.kernel_every, device, progress)
+    from telecli.runtime import parse_memory
+
+    k_steps, k_max, k_mean = nn_kernel_norms(nn_dir, groups, cfg.kernel_every, device, progress,
+                                             parse_memory(cfg.max_memory, device))
     kn_nn = np.array([normalised_max_kernel_norm(k_max[_label(p)], k_max["train"]) for p in props])
 
     # -- optional: the NN's telescoping model (lens.h5 in the run directory)
@@ -399,7 +403,8 @@ def _telescoping_errors(nn_dir: Path, sp: Split, cfg: BoostConfig, overwrite: bo
 
     from telecli.jobs.telescope import run_telescope
 
-    lens = run_telescope(nn_dir, nn_dir / "lens.h5", device=cfg.device, overwrite=True, progress=progress)
+    lens = run_telescope(nn_dir, nn_dir / "lens.h5", device=cfg.device, max_memory=cfg.max_memory, overwrite=True,
+                         progress=progress)
     with h5py.File(lens, "r") as f:
         idx = f["test/index"][...]
         act, tel = f["test/actual"][-1, :, 0], f["test/telescoped"][-1, :, 0]

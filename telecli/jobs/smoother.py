@@ -50,7 +50,7 @@ def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsiz
     total = nk * C + n_eval * k * C  # S_train and the evaluation rows
     if rule.parameter_state(opt):
         states = 1 + int(rule.momentum_state(opt))
-        total += states * n_params * C + (nk + n_eval * k) * n_params + 2 * n_params * C  # Θ, M, J, U
+        total += states * n_params * C + (nk + n_eval * k) * n_params + n_params * C  # Θ, M, J, G then U
     return total * itemsize
 
 
@@ -121,6 +121,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             f"(budget {budget / 2**30:.1f} GiB); raise --max-memory, use --device cuda, --points N for "
             f"fewer test points, --probes R for a sketch, or --shard i/N to split the columns"
         )
+    kernel_memory = max(budget - need, budget // 8)  # what the kernels' and Jacobians' blocks may use
     if rule.needs_recorded_state(opt) and not m.get("optimizer_state"):
         raise TelecliError(f"{traj.run_dir} stored no optimiser state; {opt['name']} needs it for the smoother")
     test_splits = [s for s in X if s != "train"]
@@ -157,6 +158,8 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 if all(f"{name}.{key}" in ost for name in names)}
 
     train_rows = torch.as_tensor(idx["train"], device=dev) if "train" in idx else None
+    train_nk = sm.batch_rows(train_rows, k) if train_rows is not None else None
+    all_train = train_rows is not None and np.array_equal(idx["train"], np.arange(n))  # rows of S_train as they are
     f_net = function(model)
     theta_track = None if general else flatten(theta0).clone()  # θ̃_t = Θ^S_t y + Θ^C_t, plain SGD
 
@@ -164,8 +167,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         r = row_of[t]
         for s in X:
             if s == "train":
-                rows = sm.batch_rows(train_rows, k)
-                S_rows, c_rows = S_train[rows], c_train[rows]
+                S_rows, c_rows = (S_train, c_train) if all_train else (S_train[train_nk], c_train[train_nk])
             else:
                 S_rows, c_rows = s_eval[s], c_eval[s]
             N = X[s].shape[0]
@@ -190,6 +192,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         write(first, {})
     kmax = {s: np.full(last - first, np.nan) for s in X}
     prev = None
+    G_buffer = None
     with Progress(last - first, f"smoother {traj.run_dir.name}", enabled=progress) as bar:
         for t, st in dense_states(traj, (THETA, BUFFER, OPT), device=dev):
             if prev is None:
@@ -212,29 +215,34 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             if not general:
                 # one kernel call per step: every training point and the test points against B_t
                 x_all = torch.cat([Xtr] + [X[s] for s in test_splits])
-                K_all = sm.kernel_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy))
+                K_all = sm.kernel_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy,
+                                                         memory=kernel_memory))
                 K_train, offset, K_eval = K_all[:nk], nk, {}
                 for s in test_splits:
                     K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
                     offset += X[s].shape[0] * k
-                dS, dc = sm.sgd_kernel_step(K_train, RS, RC, lr * rho, B)
-                upd = {s: sm.sgd_kernel_step(K_eval[s], RS, RC, lr * rho, B) for s in test_splits}
+                sm.sgd_kernel_step(S_train, c_train, K_train, RS, RC, lr * rho, B)
+                for s in test_splits:
+                    sm.sgd_kernel_step(s_eval[s], c_eval[s], K_eval[s], RS, RC, lr * rho, B)
                 # θ̃_t = θ̃_{t−1} + γρ T_t (y − f̃_{t−1}): one vector-Jacobian product on the batch
                 resid = (cols.times_y(RS, yvec) + RC).reshape(B, k)
                 _, pull = torch.func.vjp(lambda p: f_net(p, dict(model.named_buffers()), Xtr[batch]), params)
                 theta_track += sm.sgd_parameter_step(flatten(pull(resid)[0]), lr, rho, B)
             else:
-                J_train = kernel_jacobian(model, Xtr, params=params).reshape(nk, -1)
+                J_train = kernel_jacobian(model, Xtr, params=params, memory=kernel_memory).reshape(nk, -1)
                 J_B = J_train[rows]
-                G_S, G_C = sm.pseudo_gradient(J_B, RS, RC, rho, B)
+                if G_buffer is None:
+                    G_buffer = torch.empty(P, C, dtype=dtype, device=dev)  # G^S, then U^S: one P × C per run
+                G_S, G_C = sm.pseudo_gradient(J_B, RS, RC, rho, B, out=G_buffer)
                 state_t = flat_state(st) if rule.needs_recorded_state(opt) else {}
                 U_S, U_C = rule.direction(state, G_S, G_C, h, int(t), state_t)
-                dS, dc = sm.parameter_space_step(J_train, U_S, U_C, lr)
                 K_train = J_train @ J_B.T
-                J_eval = {s: kernel_jacobian(model, X[s], params=params).reshape(X[s].shape[0] * k, -1)
+                J_eval = {s: kernel_jacobian(model, X[s], params=params, memory=kernel_memory).reshape(X[s].shape[0] * k, -1)
                           for s in test_splits}
-                upd = {s: sm.parameter_space_step(J_eval[s], U_S, U_C, lr) for s in test_splits}
                 K_eval = {s: J_eval[s] @ J_B.T for s in test_splits}
+                sm.parameter_space_step(S_train, c_train, J_train, U_S, U_C, lr)
+                for s in test_splits:
+                    sm.parameter_space_step(s_eval[s], c_eval[s], J_eval[s], U_S, U_C, lr)
                 sm.advance_parameters(state, U_S, U_C, lr)
             if "train" in X:
                 norms["train"] = sm.kernel_row_norms(K_train, n, k, B)[train_rows]
@@ -242,11 +250,6 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 norms[s] = sm.kernel_row_norms(K_eval[s], X[s].shape[0], k, B)
             for s in norms:
                 kmax[s][r] = float(norms[s].max()) if norms[s].numel() else np.nan
-            S_train += dS
-            c_train += dc
-            for s in test_splits:
-                s_eval[s] += upd[s][0]
-                c_eval[s] += upd[s][1]
             if t in row_of:
                 theta_t = flatten({name: st[THETA][name].to(dev, dtype) for name in names})
                 write(t, norms, theta_t)
@@ -256,7 +259,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                     vecs.setdefault(c, torch.zeros_like(theta_t))
                 for s in X:
                     if general:
-                        J = J_eval[s] if s != "train" else J_train[sm.batch_rows(train_rows, k)]
+                        J = J_eval[s] if s != "train" else (J_train if all_train else J_train[train_nk])
                         comp = {c: J @ v for c, v in vecs.items()}
                     else:
                         comp = {c: _jvp(model, params, X[s], v) for c, v in vecs.items()}

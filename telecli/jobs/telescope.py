@@ -68,7 +68,8 @@ def _stack(states: list[dict], prefix: str, device, dtype) -> dict[str, torch.Te
 def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str | int = "all", every: int | None = None,
                   device: str | None = None, max_memory: str | None = None, shard: str | None = None,
                   seed: int = 0, overwrite: bool = False, progress: bool = True,
-                  effective_params: bool = False, approximate: bool = False, probes: int | None = None) -> Path:
+                  effective_params: bool = False, approximate: bool = False, probes: int | None = None,
+                  dtype: str | None = None) -> Path:
     """Compute the telescoping model of a recorded run; returns the results file path.
 
     A run whose network ran batch-dependent layers in train mode is refused (the function evaluated
@@ -79,7 +80,9 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     With ``effective_params``, ``shard`` i/N splits the smoother's training-target columns instead of the
     points (every shard evaluates every point; their squared row norms add up, method.md §10.1), and
     ``probes`` R carries R Rademacher probe columns (seeded by ``seed``) instead of all n: p and the
-    per-point ‖s(x)‖² become Hutchinson estimates, with the standard error of p stored beside it."""
+    per-point ‖s(x)‖² become Hutchinson estimates, with the standard error of p stored beside it.
+    ``dtype`` computes in another precision than the run's (float32: half the memory, twice the GEMM
+    rate; docs/effective-parameters.md reports its error)."""
     run = Path(run)
     traj = Trajectory(run, check_hashes=True)
     if not traj.is_contiguous():
@@ -99,8 +102,10 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
         from telecli.store.results import check_writable
 
         check_writable(out, overwrite)  # refuse before the recipe check's work
+    if dtype is not None and dtype not in DTYPES:
+        raise TelecliError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     dev = device_for(device)
-    model = rebuild_network(traj, dev)
+    model = rebuild_network(traj, dev, DTYPES[dtype] if dtype else None)
     dtype = next(model.parameters()).dtype
     caveats = train_mode_problems(traj, model)
     if caveats and not approximate:
@@ -131,7 +136,8 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
 
     key = json.dumps({"run": traj.manifest.get("run_id"), "last": last, "points": str(points), "every": every,
                       "seed": seed, "shard": list(shard_ix), "sha": traj.shards[-1].sha256,
-                      "effective_params": effective_params, "probes": probes}, sort_keys=True)
+                      "effective_params": effective_params, "probes": probes, "dtype": str(dtype)},
+                     sort_keys=True)
     datasets = {f"{s}/{kind}": ((S, len(idx[s]), k), "f8") for s in splits for kind in KINDS}
     if effective_params:
         from telecli.jobs.smoother import datasets as smoother_datasets

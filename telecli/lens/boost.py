@@ -204,7 +204,7 @@ def normalised_max_kernel_norm(norms_test, norms_train) -> float:
     return float(mx_te.mean() / den)
 
 
-def network_kernel_norms(model, theta, x_eval, x_train, batch, *, strategy: str = "auto"):
+def network_kernel_norms(model, theta, x_eval, x_train, batch, *, strategy: str = "auto", memory: int | None = None):
     """The network's kernel-weight norms ‖k_t(x)‖₂ for every row of ``x_eval`` (method.md Eq. 3, γ_t
     excluded: a constant γ cancels in :func:`normalised_max_kernel_norm`), as a torch vector.
 
@@ -217,7 +217,7 @@ def network_kernel_norms(model, theta, x_eval, x_train, batch, *, strategy: str 
 
     uniq, counts = np.unique(np.asarray(batch), return_counts=True)
     K = tangent_kernel(model, x_eval, x_train[torch.as_tensor(uniq, device=x_train.device)], params=theta,
-                       strategy=strategy)
+                       strategy=strategy, memory=memory)
     if K.shape[2:] != (1, 1):
         raise TelecliError(f"kernel norms need a single-output network, got {K.shape[2]} outputs")
     w = torch.as_tensor(counts / counts.sum(), dtype=K.dtype, device=K.device)

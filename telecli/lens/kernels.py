@@ -89,6 +89,7 @@ def tangent_kernel(
     params: Mapping[str, Tensor] | None = None,
     strategy: str = "auto",
     chunk: int | None = None,
+    memory: int | None = None,
 ) -> Tensor:
     """Empirical tangent kernel ∇_θ f(x1)ᵀ ∇_θ f(x2) of ``model``, shape (n1, n2, k, k).
 
@@ -101,7 +102,9 @@ def tangent_kernel(
     parameters than the module's own, through ``torch.func.functional_call``; missing names keep
     the module's values. ``strategy`` is one of ``STRATEGIES`` (see the module docstring).
     ``chunk`` is the number of examples per block (x1 rows for "jacobian" and "structured", x2
-    examples for "ntk-vp"); by default blocks are sized to ``MEMORY_BUDGET``.
+    examples for "ntk-vp"); by default blocks are sized to ``MEMORY_BUDGET``, or to an eighth of
+    ``memory`` (bytes the call may use: the job's ``--max-memory``), which then also caps the stored
+    Jacobian of "jacobian" at seven eighths.
 
     The result is detached (not differentiable w.r.t. θ), in the dtype and on the device of f(x).
     Raises TelecliError for BatchNorm in training mode (no per-example Jacobian exists) and for an
@@ -114,7 +117,7 @@ def tangent_kernel(
     check_per_example(model)
     theta, consts = _split_parameters(model, params)
     f = _functional(model, consts)
-    sizes = _measure(model, f, theta, x1, x2)
+    sizes = _measure(model, f, theta, x1, x2, memory)
     if sizes.p == 0:
         return x1.new_zeros(sizes.n1, sizes.n2, sizes.k, sizes.k, dtype=sizes.dtype)
     if strategy == "auto":
@@ -132,25 +135,27 @@ def jacobian(
     *,
     params: Mapping[str, Tensor] | None = None,
     chunk: int | None = None,
+    memory: int | None = None,
 ) -> Tensor:
     """Per-example Jacobian ∂f(x_a)/∂θ, shape (n, k, P), detached.
 
     The last axis is θ flattened parameter by parameter in ``model.named_parameters()`` order
     (trainable parameters only, i.e. ``trainable_parameters(model, params)``). Rows of
-    T_t in method.md Eq. 1 are these Jacobians (times 1/|B_t|). ``params``/``chunk`` as in
+    T_t in method.md Eq. 1 are these Jacobians (times 1/|B_t|). ``params``/``chunk``/``memory`` as in
     ``tangent_kernel``.
     """
     check_per_example(model)
     theta, consts = _split_parameters(model, params)
     f = _functional(model, consts)
-    sizes = _measure(model, f, theta, x, None)
+    sizes = _measure(model, f, theta, x, None, memory)
     if sizes.p == 0:
         return x.new_zeros(sizes.n1, sizes.k, 0, dtype=sizes.dtype)
     return _per_example_jacobian(f, theta, x, chunk or sizes.jacobian_rows())
 
 
 def choose_strategy(
-    model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, params: Mapping[str, Tensor] | None = None
+    model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, params: Mapping[str, Tensor] | None = None,
+    memory: int | None = None,
 ) -> str:
     """The strategy ``tangent_kernel(..., strategy="auto")`` uses for these inputs.
 
@@ -163,11 +168,11 @@ def choose_strategy(
       backward passes plus activation-sized contractions.
     * otherwise the cheaper of "jacobian", ≈ (n1 + n2)(1 + 2k)F + 2 n1 n2 k² P, and "ntk-vp",
       ≈ n2(1 + 2k)F + 3 n1 n2 k F; "jacobian" only while J(x2) (n2·k·P values) fits in
-      ``JACOBIAN_MEMORY_LIMIT`` bytes.
+      ``JACOBIAN_MEMORY_LIMIT`` bytes (seven eighths of ``memory`` when given).
     """
     check_per_example(model)
     theta, consts = _split_parameters(model, params)
-    sizes = _measure(model, _functional(model, consts), theta, x1, x2)
+    sizes = _measure(model, _functional(model, consts), theta, x1, x2, memory)
     return _choose(model, theta, sizes)
 
 
@@ -223,13 +228,15 @@ class _Sizes:
     flops: float  # forward FLOPs of one example
     activations: int  # activation elements of one example (inputs and layer outputs)
     dtype: torch.dtype
+    budget: int = MEMORY_BUDGET  # bytes of intermediates one block may use
+    jacobian_limit: int = JACOBIAN_MEMORY_LIMIT  # bytes a stored Jacobian J(x2) may take
 
     @property
     def itemsize(self) -> int:
         return torch.empty((), dtype=self.dtype).element_size()
 
     def rows_within(self, elements_per_row: float) -> int:
-        return max(1, int(MEMORY_BUDGET // max(1.0, elements_per_row * self.itemsize)))
+        return max(1, int(self.budget // max(1.0, elements_per_row * self.itemsize)))
 
     def jacobian_rows(self) -> int:
         return self.rows_within(self.k * (self.p + self.activations))
@@ -266,13 +273,15 @@ def _signature(theta: Params, x: Tensor) -> tuple:
             tuple((n, tuple(t.shape), t.dtype) for n, t in theta.items()))
 
 
-def _measure(model: nn.Module, f: Network, theta: Params, x1: Tensor, x2: Tensor | None) -> _Sizes:
+def _measure(model: nn.Module, f: Network, theta: Params, x1: Tensor, x2: Tensor | None,
+             memory: int | None = None) -> _Sizes:
     """Per-example FLOPs and activations (measured once per architecture and input shape), with the
-    sizes of this call."""
+    sizes and the memory of this call."""
     k, p, flops, elements, dtype = _cached("measure", model, _signature(theta, x1),
                                            lambda: _measure_example(model, f, theta, x1))
     n2 = len(x1) if x2 is None else len(x2)
-    return _Sizes(len(x1), n2, x2 is None, k, p, flops, elements, dtype)
+    limits = {} if memory is None else {"budget": max(1, memory // 8), "jacobian_limit": memory * 7 // 8}
+    return _Sizes(len(x1), n2, x2 is None, k, p, flops, elements, dtype, **limits)
 
 
 def _measure_example(model: nn.Module, f: Network, theta: Params, x1: Tensor) -> tuple:
@@ -293,7 +302,7 @@ def _choose(model: nn.Module, theta: Params, s: _Sizes) -> str:
     distinct = s.n1 if s.same else s.n1 + s.n2
     jacobian_cost = distinct * (1 + 2 * s.k) * s.flops + 2.0 * s.n1 * s.n2 * s.k**2 * s.p
     ntk_vp_cost = s.n2 * (1 + 2 * s.k) * s.flops + 3.0 * s.n1 * s.n2 * s.k * s.flops
-    jacobian_fits = s.n2 * s.k * s.p * s.itemsize <= JACOBIAN_MEMORY_LIMIT
+    jacobian_fits = s.n2 * s.k * s.p * s.itemsize <= s.jacobian_limit
     return "jacobian" if jacobian_fits and jacobian_cost <= ntk_vp_cost else "ntk-vp"
 
 
@@ -793,7 +802,7 @@ def _fallback_jacobian(plan: _Plan, f: Network, theta: Params, x: Tensor, rows: 
 
 
 def _contraction_rows(blocks: list[_Block], s: _Sizes) -> int:
-    """x1 rows per block so that the largest contraction intermediate fits in MEMORY_BUDGET."""
+    """x1 rows per block so that the largest contraction intermediate fits in the block budget."""
     per_row = 1.0
     for b in blocks:
         n2, k = b.tensors[-1].shape[:2]

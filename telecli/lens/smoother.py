@@ -154,11 +154,14 @@ class Columns:
         return float(torch.diagonal(S_train[a:b, : b - a]).sum())
 
 
-def sgd_kernel_step(K_rows: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, lr: float, batch_size: int):
-    """Plain SGD (method.md §1.5 recursion): Δs(x) = γ k_t(x)(E_B − S_{t−1}[B]), Δc(x) = −γ k_t(x) c_{t−1}[B],
-    with k_t(x) = K(x, B)/|B| (Eq. 3; batch indicator and 1/|B_t| folded in). ``K_rows`` is (rows × |B|k)."""
+def sgd_kernel_step(S_rows: torch.Tensor, c_rows: torch.Tensor, K_rows: torch.Tensor, RS: torch.Tensor,
+                    RC: torch.Tensor, lr: float, batch_size: int) -> None:
+    """Plain SGD (method.md §1.5 recursion), in place: s(x) += γ k_t(x)(E_B − S_{t−1}[B]) and
+    c(x) −= γ k_t(x) c_{t−1}[B], with k_t(x) = K(x, B)/|B| (Eq. 3; batch indicator and 1/|B_t| folded in).
+    ``K_rows`` is (rows × |B|k); ``S_rows``/``c_rows`` the rows it updates."""
     scale = lr / batch_size
-    return scale * (K_rows @ RS), scale * (K_rows @ RC)
+    S_rows.addmm_(K_rows, RS, alpha=scale)
+    c_rows.addmv_(K_rows, RC, alpha=scale)
 
 
 class ParameterState:
@@ -179,15 +182,22 @@ def advance_parameters(state: ParameterState, U_S: torch.Tensor, U_C: torch.Tens
     state.theta_C.add_(U_C, alpha=lr)
 
 
-def pseudo_gradient(J_B: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, rho: float, batch_size: int):
+def pseudo_gradient(J_B: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, rho: float, batch_size: int,
+                    out: torch.Tensor | None = None):
     """G_t = ρ_t T_t (y − f̃_{t−1}) as affine parts (G^S, G^C) (method.md §1.6): J_Bᵀ R^S ρ/|B|, J_Bᵀ R^C ρ/|B|,
-    with J_B the batch rows of the Jacobian and ρ_t the recorded gradient scale."""
-    return J_B.T @ RS * (rho / batch_size), J_B.T @ RC * (rho / batch_size)
+    with J_B the batch rows of the Jacobian and ρ_t the recorded gradient scale. ``out`` (P × C) takes
+    G^S, so a step allocates no P × C array."""
+    scale = rho / batch_size
+    G_S = torch.mm(J_B.T, RS, out=out) if out is not None else J_B.T @ RS
+    return G_S.mul_(scale), (J_B.T @ RC).mul_(scale)
 
 
-def parameter_space_step(J: torch.Tensor, U_S: torch.Tensor, U_C: torch.Tensor, lr: float):
-    """Δs_t(x) = γ_t ∇f_{θ_{t−1}}(x)ᵀ U^S_t and Δc_t(x) = γ_t ∇f_{θ_{t−1}}(x)ᵀ U^C_t (Eq. 16) for the rows of J."""
-    return lr * (J @ U_S), lr * (J @ U_C)
+def parameter_space_step(S_rows: torch.Tensor, c_rows: torch.Tensor, J: torch.Tensor, U_S: torch.Tensor,
+                         U_C: torch.Tensor, lr: float) -> None:
+    """In place: s_t(x) = s_{t−1}(x) + γ_t ∇f_{θ_{t−1}}(x)ᵀ U^S_t and c_t(x) = c_{t−1}(x) + γ_t ∇f_{θ_{t−1}}(x)ᵀ U^C_t
+    (Eq. 16) for the rows of J."""
+    S_rows.addmm_(J, U_S, alpha=lr)
+    c_rows.addmv_(J, U_C, alpha=lr)
 
 
 def sgd_parameter_step(pulled_residual: torch.Tensor, lr: float, rho: float, batch_size: int) -> torch.Tensor:

@@ -51,11 +51,11 @@ class Adagrad(Rule):
 
     def direction(self, ps, G_S, G_C, h, step, state_t):
         lam = h["weight_decay"]
-        D_S, D_C = G_S, G_C
+        D_S, D_C = G_S, G_C  # overwritten in place (base.Rule.direction)
         if lam:
-            D_S, D_C = D_S - lam * ps.theta_S, D_C - lam * ps.theta_C
+            D_S.sub_(ps.theta_S, alpha=lam), D_C.sub_(ps.theta_C, alpha=lam)
         p = (state_t["sum"].sqrt() + h["eps"]) / self.rate(h, step)
-        return D_S / p[:, None], D_C / p
+        return D_S.div_(p[:, None]), D_C.div_(p)
 
     def decay(self, h, step, state_t, v):
         return -h["lr"] * self.rate(h, step) * h["weight_decay"] * v / (state_t["sum"].sqrt() + h["eps"])

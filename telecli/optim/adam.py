@@ -74,18 +74,16 @@ class Adam(Rule):
 
     def direction(self, ps, G_S, G_C, h, step, state_t):
         lam, b1 = h["weight_decay"], h["beta1"]
-        D_S, D_C = G_S, G_C
+        D_S, D_C = G_S, G_C  # overwritten in place (base.Rule.direction)
         if lam and not self.decoupled:
-            D_S, D_C = D_S - lam * ps.theta_S, D_C - lam * ps.theta_C
+            D_S.sub_(ps.theta_S, alpha=lam), D_C.sub_(ps.theta_C, alpha=lam)
         ps.M_S.mul_(b1).add_(D_S, alpha=1 - b1)
         ps.M_C.mul_(b1).add_(D_C, alpha=1 - b1)
-        corr = 1.0 - b1**step
-        p = self.phi(state_t, h, step)
-        U_S = ps.M_S / (corr * p[:, None])
-        U_C = ps.M_C / (corr * p)
+        denom = (1.0 - b1**step) * self.phi(state_t, h, step)
+        U_S = torch.div(ps.M_S, denom[:, None], out=G_S)  # G is spent: its storage takes U
+        U_C = torch.div(ps.M_C, denom, out=G_C)
         if lam and self.decoupled:
-            U_S = U_S - lam * ps.theta_S
-            U_C = U_C - lam * ps.theta_C
+            U_S.sub_(ps.theta_S, alpha=lam), U_C.sub_(ps.theta_C, alpha=lam)
         return U_S, U_C
 
     def carry(self, h, step, state_prev, state_t, zero):

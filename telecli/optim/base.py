@@ -95,6 +95,9 @@ class Rule:
 
     def direction(self, ps, G_S: torch.Tensor, G_C: torch.Tensor, h: dict, step: int, state_t: dict
                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """U_t = (U^S_t, U^C_t) from the pseudo-gradient G_t (method.md §1.6), updating the momentum parts
+        of ``ps`` in place. G_S and G_C are the step's own: the rule may overwrite them (and return them),
+        so that a step allocates no P × C array; U is used before the next step only."""
         raise NotImplementedError
 
     # -- update components ------------------------------------------------------------------------------

@@ -65,14 +65,15 @@ class RMSprop(Rule):
 
     def direction(self, ps, G_S, G_C, h, step, state_t):
         lam = h["weight_decay"]
-        D_S, D_C = G_S, G_C
+        D_S, D_C = G_S, G_C  # overwritten in place (base.Rule.direction)
         if lam:
-            D_S, D_C = D_S - lam * ps.theta_S, D_C - lam * ps.theta_C
+            D_S.sub_(ps.theta_S, alpha=lam), D_C.sub_(ps.theta_C, alpha=lam)
         p = self.phi(state_t, h)
+        D_S.div_(p[:, None]), D_C.div_(p)
         if not h["momentum"]:
-            return D_S / p[:, None], D_C / p
-        ps.M_S.mul_(h["momentum"]).add_(D_S / p[:, None])
-        ps.M_C.mul_(h["momentum"]).add_(D_C / p)
+            return D_S, D_C
+        ps.M_S.mul_(h["momentum"]).add_(D_S)
+        ps.M_C.mul_(h["momentum"]).add_(D_C)
         return ps.M_S, ps.M_C
 
     def carry(self, h, step, state_prev, state_t, zero):

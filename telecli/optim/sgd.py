@@ -63,10 +63,10 @@ class SGD(Rule):
         return bool(info.get("momentum"))
 
     def direction(self, ps, G_S, G_C, h, step, state_t):
-        D_S, D_C = G_S, G_C
+        D_S, D_C = G_S, G_C  # overwritten in place (base.Rule.direction)
         lam = h["weight_decay"]
         if lam:
-            D_S, D_C = D_S - lam * ps.theta_S, D_C - lam * ps.theta_C
+            D_S.sub_(ps.theta_S, alpha=lam), D_C.sub_(ps.theta_C, alpha=lam)
         beta = h["momentum"]
         if not beta:
             return D_S, D_C
@@ -78,7 +78,7 @@ class SGD(Rule):
             ps.M_S.mul_(beta).add_(D_S, alpha=1 - tau) if tau else ps.M_S.mul_(beta).add_(D_S)
             ps.M_C.mul_(beta).add_(D_C, alpha=1 - tau) if tau else ps.M_C.mul_(beta).add_(D_C)
         if h.get("nesterov"):
-            return D_S + beta * ps.M_S, D_C + beta * ps.M_C
+            return D_S.add_(ps.M_S, alpha=beta), D_C.add_(ps.M_C, alpha=beta)
         return ps.M_S, ps.M_C
 
     def _coefficients(self, h, step):
