@@ -3,7 +3,7 @@ against the exact smoother on the CPU variants of two presets: speed-up of the w
 of p against exact, in units of the stored standard error; and the exact smoother in float32
 (``--dtype float32``) against float64: speed-up and the relative error of p.
 
-    python benchmarks/bench_sketch.py [--steps 300] [--probes 16,64] [--threads 0]
+    python benchmarks/bench_sketch.py [--steps 300] [--probes 16,64] [--threads 0] [--presets NAME,...]
 
 Records each preset (shortened to --steps) into a temporary directory, then times in one process, for
 every R, the exact run and the sketch interleaved (exact, sketch, exact, sketch: the median of two each),
@@ -42,13 +42,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--probes", default="16,64")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--presets", default=",".join(PRESETS))
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     root = Path(__file__).resolve().parents[1] / "sample_runs"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name in PRESETS:
+        for name in a.presets.split(","):
             cfg = config.load(root / f"{name}.toml", [f"train.steps={a.steps}", "store.every=1"])
             run = run_training(cfg, tmp / name, progress=False)
             n = cfg.task.n_train or "all"

@@ -105,6 +105,7 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     if dtype is not None and dtype not in DTYPES:
         raise TelecliError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     dev = device_for(device)
+    dtype_name = dtype
     model = rebuild_network(traj, dev, DTYPES[dtype] if dtype else None)
     dtype = next(model.parameters()).dtype
     caveats = train_mode_problems(traj, model)
@@ -113,7 +114,9 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
                            f"flagged in the results file)")
     report = None
     if effective_params and traj.manifest["loss"] == "mse":
-        report = check_recipe(traj, model, dev, progress)
+        # the recipe is the recording's: checked in the run's own precision whatever --dtype computes in
+        recorded = model if dtype_name is None else rebuild_network(traj, dev)
+        report = check_recipe(traj, recorded, dev, progress)
         if not report.ok and not approximate:
             raise TelecliError(f"{run}: {report.lines()[-1]}; the effective parameters would be wrong — pass "
                                f"--approximate to compute them anyway (flagged in the results file)")
