@@ -26,28 +26,32 @@ from telecli.store.trajectory import BUFFER, THETA, Trajectory
 from telecli.train.loop import run_training
 
 
-def forward_baseline(run: Path, device: torch.device) -> float:
+def _setup(run: Path, device: torch.device):
     traj = Trajectory(run)
     model = rebuild_network(traj, device)
     dtype = next(model.parameters()).dtype
     data = traj.data()
-    x = torch.cat([data["x_train"], data["x_test"]]).to(device, dtype)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for _, st in traj.iter_states(prefix=(THETA, BUFFER)):
-            params = {k: v.to(device, dtype) for k, v in st[THETA].items()}
-            torch.func.functional_call(model, (params, {k: v.to(device) for k, v in st[BUFFER].items()}), (x,))
+    return traj, model, dtype, torch.cat([data["x_train"], data["x_test"]]).to(device, dtype)
+
+
+def _done(device: torch.device, t0: float) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
+def forward_baseline(run: Path, device: torch.device) -> float:
+    traj, model, dtype, x = _setup(run, device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for _, st in traj.iter_states(prefix=(THETA, BUFFER)):
+            params = {k: v.to(device, dtype) for k, v in st[THETA].items()}
+            torch.func.functional_call(model, (params, {k: v.to(device) for k, v in st[BUFFER].items()}), (x,))
+    return _done(device, t0)
+
+
 def jvp_baseline(run: Path, device: torch.device) -> float:
-    traj = Trajectory(run)
-    model = rebuild_network(traj, device)
-    dtype = next(model.parameters()).dtype
-    data = traj.data()
-    x = torch.cat([data["x_train"], data["x_test"]]).to(device, dtype)
+    traj, model, dtype, x = _setup(run, device)
     t0 = time.perf_counter()
     prev = None
     for _, st in traj.iter_states(prefix=(THETA, BUFFER)):
@@ -57,9 +61,7 @@ def jvp_baseline(run: Path, device: torch.device) -> float:
             delta = {k: params[k] - prev[k] for k in params}
             torch.func.jvp(lambda q: torch.func.functional_call(model, (q, bufs), (x,)), (prev,), (delta,))
         prev = params
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return _done(device, t0)
 
 
 def main() -> None:
