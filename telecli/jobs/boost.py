@@ -107,10 +107,10 @@ def train_nn(x_train, y_train, nn: NNSettings, seed: int, device, dtype: str, *,
     from telecli.train import loop
 
     cfg = nn.run_config(seed, dtype)
+    x_train = np.asarray(x_train)
     y_col = lambda a: None if a is None else np.asarray(a).reshape(-1, 1)  # noqa: E731
-    setup = loop.setup_arrays(cfg, device, np.asarray(x_train), y_col(y_train),
-                              None if x_test is None else np.asarray(x_test), y_col(y_test), task_info or {},
-                              (np.asarray(x_train).shape[1],), 1)
+    setup = loop.setup_arrays(cfg, device, x_train, y_col(y_train), None if x_test is None else np.asarray(x_test),
+                              y_col(y_test), task_info or {}, (x_train.shape[1],), 1)
     order = loop.BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, seed)
     rec = None
     if run_dir is not None:

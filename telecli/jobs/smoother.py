@@ -42,12 +42,13 @@ def effective_optimizer(opt: dict, meta: dict) -> dict:
 
 
 def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int,
-                  width: int | None = None) -> int:
-    """Bytes of the smoother's state for ``width`` carried columns (default nk: exact, lens.smoother.Columns)."""
+                  width: int | None = None, basis: bool = False) -> int:
+    """Bytes of the smoother's state for ``width`` carried columns (default nk: exact), plus the nk × width
+    basis E when one is carried (a shard or a sketch, lens.smoother.Columns)."""
     rule = get_optimizer(opt["name"])
     nk = n * k
     C = nk if width is None else width
-    total = nk * C + n_eval * k * C  # S_train and the evaluation rows
+    total = (2 if basis else 1) * nk * C + n_eval * k * C  # S_train (and E), the evaluation rows
     if rule.parameter_state(opt):
         states = 1 + int(rule.momentum_state(opt))
         total += states * n_params * C + (nk + n_eval * k) * n_params + n_params * C  # Θ, M, J, G then U
@@ -107,14 +108,10 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     rule = get_optimizer(opt["name"])
     general = rule.parameter_state(opt)
     yvec = ytr.reshape(-1)
-    if columns == "exact":
-        cols = sm.Columns.exact(nk)
-    elif columns[0] == "shard":
-        cols = sm.Columns.shard(yvec, columns[1], columns[2])
-    else:
-        cols = sm.Columns.sketch(yvec, columns[1], columns[2], shard=(columns[3], columns[4]))
+    cols, columns_note = sm.Columns.of(columns, yvec)
     C = cols.width
-    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize, C)
+    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize, C,
+                         basis=cols.basis is not None)
     if need > budget:
         raise TelecliError(
             f"the smoother for {opt['name']} on n={n}, k={k}, P={P:,} needs about {need / 2**30:.1f} GiB "
@@ -275,7 +272,4 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         writer.f.create_dataset(name, data=kmax[s])
     writer.f.attrs["n_train"] = n
     writer.f.attrs["smoother_path"] = "parameter-state (§1.6)" if general else "kernel recursion (§1.5)"
-    writer.f.attrs["smoother_columns"] = ("exact" if columns == "exact" else
-                                          f"shard {columns[1]}/{columns[2]} of the columns" if columns[0] == "shard"
-                                          else f"sketch: {columns[1]} Rademacher probes, seed {columns[2]}, "
-                                               f"share {columns[3]}/{columns[4]}")
+    writer.f.attrs["smoother_columns"] = columns_note

@@ -147,7 +147,9 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
 
         from telecli.jobs.smoother import effective_optimizer
 
-        mine = len(np.array_split(np.arange(probes), shard_ix[1])[shard_ix[0]]) if probes else 0
+        from telecli.lens.smoother import Columns
+
+        mine = len(Columns.probe_share(probes, shard_ix)) if probes else 0
         datasets.update(smoother_datasets(splits, {s: len(idx[s]) for s in splits}, S, k,
                                           effective_optimizer(traj.manifest["optimizer"], traj.meta()), mine))
         datasets["recipe_error"] = ((S,), "f8")

@@ -119,9 +119,25 @@ class Columns:
         if probes is None:
             g = torch.Generator().manual_seed(int(seed))
             probes = (torch.randint(0, 2, (nk, R), generator=g) * 2 - 1).to(y.dtype)
-        mine = np.array_split(np.arange(R), shard[1])[shard[0]]
-        E = torch.cat([probes[:, mine].to(y.device, y.dtype), y.reshape(-1, 1)], dim=1)
+        E = torch.cat([probes[:, cls.probe_share(R, shard)].to(y.device, y.dtype), y.reshape(-1, 1)], dim=1)
         return cls(E, E.shape[1], probes=R)
+
+    @staticmethod
+    def probe_share(R: int, shard: tuple[int, int]) -> np.ndarray:
+        """The probes shard i of N carries (the R split as evenly as possible)."""
+        return np.array_split(np.arange(R), shard[1])[shard[0]]
+
+    @classmethod
+    def of(cls, spec, y: torch.Tensor) -> tuple["Columns", str]:
+        """The columns of a job's spec — "exact", ("shard", i, N) or ("sketch", R, seed, i, N) — and a
+        one-line description for the results file."""
+        if spec == "exact":
+            return cls.exact(y.numel()), "exact"
+        if spec[0] == "shard":
+            return cls.shard(y, spec[1], spec[2]), f"shard {spec[1]}/{spec[2]} of the columns"
+        _, R, seed, i, N = spec
+        return (cls.sketch(y, R, seed, shard=(i, N)),
+                f"sketch: {R} Rademacher probes, seed {seed}, share {i}/{N}")
 
     def residual_parts(self, S_train: torch.Tensor, c_train: torch.Tensor, rows: torch.Tensor):
         """y_B − f̃_B on the carried columns: R^S = E[B] − (S_{t−1} E)[B], R^C = −c_{t−1}[B]."""
