@@ -64,8 +64,11 @@ def branch(
     quiet: bool = _quiet_option(),
 ):
     """Continue RUN from step AT (θ and optimiser state) with another data order, to the parent's last step."""
+    from telecli.options import parse_count
     from telecli.train.loop import branch as do_branch
 
+    parse_count(at, "--at", 0)
+    parse_count(seed, "--seed", 0)
     child = do_branch(run, at, seed, out, overwrite=overwrite, resume=resume, device=device, progress=not quiet)
     if not quiet:
         print(f"recorded {child}")
@@ -354,6 +357,23 @@ def lmc_gradients(
 app.add_typer(lmc_app, name="lmc")
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted job: ``record``/``branch`` with ``--resume`` (and without
+    ``--overwrite``, which would start again); every other long job resumes when the same command is rerun.
+
+    >>> resume_command(["telecli", "record", "a.toml", "--out", "r", "--overwrite"])
+    'telecli record a.toml --out r --resume'
+    >>> resume_command(["telecli", "telescope", "r", "--every", "10"])
+    'telecli telescope r --every 10'
+    """
+    import shlex
+
+    args = [a for a in argv[1:] if a != "--overwrite"]
+    if args and args[0] in ("record", "branch") and "--resume" not in args:
+        args.append("--resume")
+    return " ".join(["telecli", *map(shlex.quote, args)])
+
+
 def main() -> None:
     try:
         app()
@@ -361,8 +381,13 @@ def main() -> None:
         print(f"telecli: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("telecli: interrupted", file=sys.stderr)
+        print(f"telecli: interrupted; continue with: {resume_command(sys.argv)}", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # the filesystem refused (read-only, full, permissions, a file where a folder is needed)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"telecli: error: cannot write or read{where}: {e.strerror or e} (choose another --out or fix "
+              f"the folder's permissions)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@
   every later analysis knows exactly what was trained.
 - :class:`BoostConfig` (``telecli boost``, sections [nn] and [gbt]; method.md §4).
 
-One loader reads both: unknown keys and wrongly typed values are refused in one line.
+One loader reads both, against one schema: every field declares its type (from its default) and, with
+:func:`setting`, its range and allowed values (:class:`Rule`); unknown keys, wrong types, non-finite
+numbers and values out of range are refused in one line that names the setting and what it accepts.
+
+>>> load_text('train.steps = 0')
+Traceback (most recent call last):
+telecli.errors.TelecliError: setting 'train.steps' (--steps) must be ≥ 1, got 0
+>>> load_text('model.width = 64').model.width
+64
 """
 
 from __future__ import annotations
@@ -23,41 +31,103 @@ from telecli.errors import TelecliError
 from telecli.lens.irregular import DEFAULT_PROPORTIONS, check_proportions
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What a setting accepts beyond its type: bounds (``low``/``high`` inclusive, ``above``/``below``
+    exclusive), allowed values (``choices``: a tuple, or a function returning one, for registries that
+    are read when checked; ``check``: a predicate), the length and element rule of a list, and the command-line option that
+    sets it (named in the message)."""
+
+    low: float | None = None
+    above: float | None = None
+    high: float | None = None
+    below: float | None = None
+    choices: Any = None
+    check: Any = None  # a function of the value: None when accepted, else what is accepted
+    length: int | None = None
+    item: "Rule | None" = None
+    kind: type | None = None  # element type of a list (int or float)
+    option: str = ""
+
+
+def setting(default: Any, **rule: Any) -> Any:
+    """A dataclass field with a default and its :class:`Rule` (lists and dicts get a default factory)."""
+    meta = {"rule": Rule(**rule)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _tasks():
+    from telecli.data import TASKS
+
+    return TASKS
+
+
+def _models():
+    from telecli.models import MODELS
+
+    return (*MODELS, "factory")
+
+
+def _activations():
+    from telecli.models.mlp import ACTIVATIONS
+
+    return tuple(ACTIVATIONS)
+
+
+def _optimizers():
+    from telecli.optim import OPTIMIZERS
+
+    return tuple(OPTIMIZERS)
+
+
+def _device(value: str) -> str | None:
+    """None when ``value`` names a device (auto, cpu, cuda, cuda:N), else what is accepted."""
+    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    return None if ok else "auto, cpu, cuda or cuda:N"
+
+
+DEVICE = Rule(check=_device, option="--device")
+DTYPE = Rule(choices=("float64", "float32"))
+FRACTION = dict(low=0.0, high=1.0)
+
+
 @dataclass
 class TaskConfig:
     """Which data set, which classes, how many points (method.md §2–4)."""
 
-    name: str = "digits"  # poly | digits | mnist | cifar10 | mnist1d | tabular
+    name: str = setting("digits", choices=_tasks)  # poly | digits | mnist | cifar10 | mnist1d | tabular
     classes: list[int] = field(default_factory=lambda: [3, 5])  # a pair → binary 0/1; [] → all classes
-    n_train: int = 0  # 0: the task's default (all available after the split)
-    n_test: int = 0
-    label_noise: float = 0.0  # fraction of training labels replaced at random
+    n_train: int = setting(0, low=0)  # 0: the task's default (all available after the split)
+    n_test: int = setting(0, low=0)
+    label_noise: float = setting(0.0, **FRACTION)  # fraction of training labels replaced at random
     one_hot: bool = False  # k-class one-hot targets instead of a single 0/1 output
-    downsample: int = 8  # side length for image tasks (mnist, cifar10); 0 keeps the native size
+    downsample: int = setting(8, low=0)  # side length for image tasks (mnist, cifar10); 0 keeps the native size
     grayscale: bool = True  # cifar10: mean over RGB channels
     flatten: bool = True  # images as vectors (MLP) or (C, H, W) tensors (cnn, resnet20)
     root: str = ""  # directory (mnist, cifar10) or file (tabular CSV/Parquet); "" for built-ins
     target: str = ""  # tabular: name of the target column
     standardize: bool = True  # tabular: standardise features (statistics of the training split)
-    test_fraction: float = 0.3  # tasks without a fixed test split
+    test_fraction: float = setting(0.3, above=0.0, below=1.0)  # tasks without a fixed test split
     # poly (Kumar et al. 2024; method.md §3.3)
-    dim: int = 100
-    seed: int = 0  # data seed (split, subsets, noise); independent of the training seed
+    dim: int = setting(100, low=1)
+    seed: int = setting(0, low=0)  # data seed (split, subsets, noise); independent of the training seed
 
 
 @dataclass
 class ModelConfig:
     """Which network (method.md §2–5). ``factory`` = "package.module:function" for a user's own."""
 
-    name: str = "mlp"  # mlp | poly | cnn | resnet20 | factory
-    depth: int = 3  # number of Linear layers in the mlp
-    width: int = 200
-    activation: str = "relu"  # relu | tanh | gelu | identity
+    name: str = setting("mlp", choices=_models)  # mlp | poly | cnn | resnet20 | factory
+    depth: int = setting(3, low=1)  # number of Linear layers in the mlp
+    width: int = setting(200, low=1)
+    activation: str = setting("relu", choices=_activations)  # relu | tanh | gelu | identity
     sigmoid: bool = False  # output sigmoid (paper's SGD + σ setting)
-    init_scale: float = 1.0  # α: multiplies all parameters at initialisation (Omnigrok)
+    init_scale: float = setting(1.0, above=0.0)  # α: multiplies all parameters at initialisation (Omnigrok)
     epsilon: float = 0.2  # poly: φ(h) = h + ε/2 h²
-    hidden: int = 500  # poly: n_h
-    channels: int = 16  # cnn: channels of the first conv layer
+    hidden: int = setting(500, low=1)  # poly: n_h
+    channels: int = setting(16, low=1)  # cnn: channels of the first conv layer
     factory: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -66,19 +136,19 @@ class ModelConfig:
 class TrainConfig:
     """Loss, optimiser, schedule, length (method.md §1.6 for the optimisers' conventions)."""
 
-    loss: str = "mse"  # mse: ½(f−y)² per example, mean over the batch | ce: cross-entropy
-    optimizer: str = "sgd"  # sgd | adam | adamw  (sgd with momentum > 0 is PyTorch's convention)
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    batch_size: int = 0  # 0: full batch
-    steps: int = 100
-    schedule: str = "constant"  # constant | warmup | step | warmup-step
-    warmup_steps: int = 0  # linear warmup from lr/warmup_steps to lr
-    milestones: list[int] = field(default_factory=list)  # step decay points
-    decay: float = 0.1  # factor applied at each milestone
+    loss: str = setting("mse", choices=("mse", "ce"))  # mse: ½(f−y)² per example, mean over the batch | ce: cross-entropy
+    optimizer: str = setting("sgd", choices=_optimizers)  # sgd | adam | adamw …  (sgd with momentum > 0 is PyTorch's convention)
+    lr: float = setting(0.01, above=0.0)
+    momentum: float = setting(0.0, low=0.0, below=1.0)
+    weight_decay: float = setting(0.0, low=0.0)
+    betas: list[float] = setting([0.9, 0.999], length=2, item=Rule(low=0.0, below=1.0, kind=float))
+    eps: float = setting(1e-8, above=0.0)
+    batch_size: int = setting(0, low=0)  # 0: full batch
+    steps: int = setting(100, low=1, option="--steps")
+    schedule: str = setting("constant", choices=("constant", "warmup", "step", "warmup-step"))
+    warmup_steps: int = setting(0, low=0)  # linear warmup from lr/warmup_steps to lr
+    milestones: list[int] = setting([], item=Rule(low=1, kind=int))  # step decay points
+    decay: float = setting(0.1, above=0.0)  # factor applied at each milestone
     augment: bool = False  # image tasks: random crop (padding 4) + horizontal flip
 
 
@@ -86,19 +156,19 @@ class TrainConfig:
 class StoreConfig:
     """Which steps are stored and how shards are cut."""
 
-    every: int = 1  # store θ_t for t % every == 0 (and the last step)
-    log_points: int = 0  # > 0: instead store ~log_points log-spaced steps
-    steps: list[int] = field(default_factory=list)  # extra steps always stored (e.g. LMC spawn points)
-    shard_mb: float = 16.0  # target shard size; steps per shard are fixed when the run starts
+    every: int = setting(1, low=1)  # store θ_t for t % every == 0 (and the last step)
+    log_points: int = setting(0, low=0)  # > 0: instead store ~log_points log-spaced steps
+    steps: list[int] = setting([], item=Rule(low=0, kind=int))  # extra steps always stored (e.g. LMC spawn points)
+    shard_mb: float = setting(16.0, above=0.0)  # target shard size; steps per shard are fixed when the run starts
     optimizer_state: bool = True  # store momentum buffers / Adam moments per stored step
 
 
 @dataclass
 class RunConfig:
     name: str = "run"
-    seed: int = 0  # training seed: initialisation and data order
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float64"  # float64 | float32
+    seed: int = setting(0, low=0, option="--seed")  # training seed: initialisation and data order
+    device: str = field(default="auto", metadata={"rule": DEVICE})  # auto | cpu | cuda
+    dtype: str = field(default="float64", metadata={"rule": DTYPE})  # float64 | float32
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -134,36 +204,105 @@ def _build(cls, data: dict[str, Any], where: str, sections: dict[str, type] = _S
 
 
 def _coerce(f: dataclasses.Field, value: Any, key: str) -> Any:
+    """``value`` as the type of ``f``'s default, checked against its :class:`Rule`."""
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    rule = f.metadata.get("rule", Rule())
     if "None" in str(f.type) or isinstance(default, tuple):
         return value  # optional or parsed fields: their config's validate() parses them
+    name = f"setting '{key}'" + (f" ({rule.option})" if rule.option else "")
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise TelecliError(f"setting '{key}' must be true or false, got {value!r}")
+            raise TelecliError(f"{name} must be true or false, got {value!r}")
         return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TelecliError(f"setting '{key}' must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TelecliError(f"setting '{key}' must be a number, got {value!r}")
-        return float(value)
+    if isinstance(default, (int, float)):
+        return _check_number(value, type(default), rule, name)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise TelecliError(f"setting '{key}' must be a string, got {value!r}")
+            raise TelecliError(f"{name} must be a string, got {value!r}")
+        _check_choice(value, rule, name)
         return value
     if isinstance(default, list):
         if not isinstance(value, list):
-            raise TelecliError(f"setting '{key}' must be a list, got {value!r}")
+            raise TelecliError(f"{name} must be a list, got {value!r}")
+        if rule.length is not None and len(value) != rule.length:
+            raise TelecliError(f"{name} must be a list of {rule.length} values, got {value!r}")
+        if rule.item is not None:
+            value = [_check_number(v, rule.item.kind or float, rule.item, f"each value of {name}") for v in value]
         return value
     if isinstance(default, dict):
         if not isinstance(value, dict):
-            raise TelecliError(f"setting '{key}' must be a table, got {value!r}")
+            raise TelecliError(f"{name} must be a table, got {value!r}")
+        _check_finite_tree(value, name)
         return value
     return value
+
+
+def _check_number(value: Any, kind: type, rule: Rule, name: str) -> int | float:
+    """An int (a float with an integral value is accepted) or a finite float, within the rule's bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TelecliError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise TelecliError(f"{name} must be a finite number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise TelecliError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    bounds = [(b, sign, ok) for b, sign, ok in ((rule.low, "≥", value >= (rule.low or 0)),
+                                                 (rule.above, ">", value > (rule.above or 0)),
+                                                 (rule.high, "≤", value <= (rule.high or 0)),
+                                                 (rule.below, "<", value < (rule.below or 0))) if b is not None]
+    if not all(ok for _, _, ok in bounds):
+        wanted = " and ".join(f"{sign} {b:g}" for b, sign, _ in bounds)
+        raise TelecliError(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
+def check_value(value: Any, kind: type, name: str, **rule: Any) -> int | float:
+    """One number checked as a setting is (type, finiteness, :class:`Rule` bounds), for arguments that
+    are not read from a configuration file (the Recorder's).
+
+    >>> check_value(0, int, "every", low=1)
+    Traceback (most recent call last):
+    telecli.errors.TelecliError: every must be ≥ 1, got 0
+    """
+    return _check_number(value, kind, Rule(**rule), name)
+
+
+def _check_choice(value: str, rule: Rule, name: str) -> None:
+    if rule.check is not None:
+        wanted = rule.check(value)
+        if wanted is not None:
+            raise TelecliError(f"{name} must be {wanted}, got {value!r}")
+    if rule.choices is not None:
+        choices = rule.choices() if callable(rule.choices) else rule.choices
+        if value not in choices:
+            raise TelecliError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_finite_tree(value: Any, name: str) -> None:
+    """Tables passed through to user code (model.kwargs) must hold JSON values: no NaN or infinity."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_finite_tree(v, name)
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite_tree(v, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TelecliError(f"{name} holds a non-finite number {value!r}")
+
+
+def check_fields(obj: Any, where: str = "", sections: dict[str, type] = _SECTIONS) -> Any:
+    """Check a configuration built in Python (not read by :func:`from_dict`) against the same schema;
+    returns it with the values coerced (an integral float → int)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in sections and where == "":
+            check_fields(value, f"{f.name}.", sections)
+        else:
+            setattr(obj, f.name, _coerce(f, value, where + f.name))
+    return obj
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
@@ -211,6 +350,18 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     data = read_toml(path)
     data.pop("description", None)
     data.pop("paper", None)
+    if not data:
+        raise TelecliError(f"{path} holds no settings; start from a preset in sample_runs/ (e.g. "
+                           f"sample_runs/approx-sgd.toml)")
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def load_text(text: str, overrides: list[str] | None = None) -> RunConfig:
+    """A :class:`RunConfig` from TOML text (checked as :func:`load` checks a file)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TelecliError(f"not valid TOML: {e}") from None
     return from_dict(apply_overrides(data, overrides or []))
 
 
@@ -221,12 +372,12 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
 class NNSettings:
     """The MLP of method.md §4.3: 3 layers, width 64, ReLU, batch 128, squared loss, plain SGD."""
 
-    steps: int = 1000
-    lr: float = 0.01
-    batch_size: int = 128
-    width: int = 64
-    depth: int = 3
-    activation: str = "relu"
+    steps: int = setting(1000, low=1, option="--nn-steps")
+    lr: float = setting(0.01, above=0.0, option="--nn-lr")
+    batch_size: int = setting(128, low=1, option="--nn-batch")
+    width: int = setting(64, low=1)
+    depth: int = setting(3, low=1)
+    activation: str = setting("relu", choices=_activations)
 
     def run_config(self, seed: int, dtype: str) -> RunConfig:
         """The same network and optimiser as a :class:`RunConfig`, trained by telecli.train.loop."""
@@ -241,9 +392,9 @@ class NNSettings:
 class GBTSettings:
     """sklearn ``GradientBoostingRegressor`` (loss squared_error, subsample 1); depth None = unlimited."""
 
-    trees: int = 100
+    trees: int = setting(100, low=1, option="--gbt-trees")
     depth: int | None = 3
-    lr: float = 0.1
+    lr: float = setting(0.1, above=0.0, option="--gbt-lr")
 
 
 @dataclass
@@ -251,17 +402,17 @@ class BoostConfig:
     data: str = ""  # CSV/Parquet path, "diabetes" or "openml:ID|NAME" (required)
     target: str = ""  # "" → "target" for diabetes, the default target for OpenML
     proportions: tuple[float, ...] = DEFAULT_PROPORTIONS
-    mixture_size: int = 4000
-    top: float = 0.1  # irregular pool: this fraction of the rows (method.md §4.2)
-    test_size: float = 0.3  # regular rows held out as regular-test (fraction, or a count ≥ 1)
-    search: int = 0  # random-search draws per model (paper: 25); 0 = use the settings below
-    validation: int = 2000  # validation rows for the search, capped to a fifth of train
-    seed: int = 0
-    kernel_every: int = 1  # NN kernel norms at steps t = 1, 1+K, 1+2K, …
+    mixture_size: int = setting(4000, low=1, option="--mixture-size")
+    top: float = setting(0.1, above=0.0, below=1.0, option="--top")  # irregular pool: this fraction of the rows (method.md §4.2)
+    test_size: float = setting(0.3, above=0.0, option="--test-size")  # regular rows held out as regular-test (fraction, or a count ≥ 1)
+    search: int = setting(0, low=0, option="--search")  # random-search draws per model (paper: 25); 0 = use the settings below
+    validation: int = setting(2000, low=1, option="--validation")  # validation rows for the search, capped to a fifth of train
+    seed: int = setting(0, low=0, option="--seed")
+    kernel_every: int = setting(1, low=1, option="--kernel-every")  # NN kernel norms at steps t = 1, 1+K, 1+2K, …
     telescope: bool = True  # also run the telescoping model on OUT/nn (lens.h5)
     smoother: bool = True  # build the GBT smoother S (memory (n+m)·n floats); False: kernel norms only
-    device: str = "auto"
-    dtype: str = "float64"
+    device: str = field(default="auto", metadata={"rule": DEVICE})
+    dtype: str = field(default="float64", metadata={"rule": DTYPE})
     max_memory: str = "auto"  # the NN side's working-memory budget (kernel norms, telescope), e.g. "2G"
     description: str = ""
     nn: NNSettings = field(default_factory=NNSettings)
@@ -310,39 +461,13 @@ def load_boost(path: str | Path | None = None, overrides: dict[str, Any] | None 
 
 
 def validate_boost(cfg: BoostConfig) -> BoostConfig:
-    """Check every setting before any work (one-line TelecliError naming the bad one)."""
+    """The checks beyond the schema (types and ranges are checked as the settings are read): the
+    proportions, the tree depth, the test size and memory budget, the data (one-line TelecliError)."""
+    check_fields(cfg, sections=_BOOST_SECTIONS)
     cfg.proportions = parse_proportions(cfg.proportions)
     cfg.gbt.depth = parse_depth(cfg.gbt.depth)
-
-    def integer(name: str, value, low: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
-            raise TelecliError(f"{name} must be an integer ≥ {low}, got {value!r}")
-        return int(value)
-
-    def positive(name: str, value) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise TelecliError(f"{name} must be a positive number, got {value!r}")
-        return float(value)
-
-    cfg.mixture_size = integer("--mixture-size", cfg.mixture_size, 1)
-    cfg.search = integer("--search", cfg.search, 0)
-    cfg.validation = integer("--validation", cfg.validation, 1)
-    cfg.seed = integer("--seed", cfg.seed, 0)
-    cfg.kernel_every = integer("--kernel-every", cfg.kernel_every, 1)
-    cfg.nn.steps = integer("--nn-steps", cfg.nn.steps, 1)
-    cfg.nn.batch_size = integer("--nn-batch", cfg.nn.batch_size, 1)
-    cfg.nn.width = integer("nn.width", cfg.nn.width, 1)
-    cfg.nn.depth = integer("nn.depth", cfg.nn.depth, 1)
-    cfg.nn.lr = positive("--nn-lr", cfg.nn.lr)
-    cfg.gbt.trees = integer("--gbt-trees", cfg.gbt.trees, 1)
-    cfg.gbt.lr = positive("--gbt-lr", cfg.gbt.lr)
-    if not (isinstance(cfg.top, (int, float)) and 0 < cfg.top < 1):
-        raise TelecliError(f"--top must be a fraction in (0, 1), got {cfg.top!r}")
-    if not (isinstance(cfg.test_size, (int, float)) and cfg.test_size > 0 and (cfg.test_size < 1 or
-                                                                              float(cfg.test_size).is_integer())):
+    if not float(cfg.test_size).is_integer() and cfg.test_size >= 1:
         raise TelecliError(f"--test-size must be a fraction in (0, 1) or a row count, got {cfg.test_size!r}")
-    if cfg.dtype not in ("float64", "float32"):
-        raise TelecliError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
     if cfg.max_memory not in ("", "auto"):
         from telecli.options import parse_bytes
 

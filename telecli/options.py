@@ -66,6 +66,17 @@ def parse_points(spec: str | int | None, option: str) -> str | int:
     return n
 
 
+def parse_count(value, option: str, low: int = 1) -> int:
+    """An integer option that must be ≥ ``low`` (a step stride, a seed, a count of pairs or points).
+
+    >>> parse_count(3, "--every")
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise TelecliError(f"{option} must be an integer ≥ {low}, got {value!r}")
+    return value
+
+
 def parse_shard(spec: str | None) -> tuple[int, int]:
     if not spec:
         return 0, 1

@@ -28,8 +28,7 @@ import torch
 
 from telecli import config as config_mod
 from helpers import assert_one_line_error, cli, run_hashes, sets, write_cfg  # noqa: E402
-from telecli.store.atomic import canonical_json
-from telecli.store.trajectory import MANIFEST, SHARD_DIR, Trajectory
+from telecli.store.trajectory import MANIFEST, SHARD_DIR, Trajectory, write_manifest
 from telecli.store.verify import verify_run
 from telecli.train.loop import BatchOrder, build, run_training
 from telecli.train.optim import learning_rate, loss_fn
@@ -151,7 +150,7 @@ def test_resume_after_a_kill_between_shard_and_manifest(tmp_path):
     shards = manifest["shards"]
     assert len(shards) >= 6
     manifest.update(shards=shards[:2], last_step=shards[1]["last_step"], status="running")
-    (run / MANIFEST).write_bytes(canonical_json(manifest))
+    write_manifest(run, manifest)  # as the writer seals it
     tdir = run / SHARD_DIR
     half = tdir / ".shard-000003.safetensors.k1ll3d_x.tmp"
     (tdir / "shard-000003.safetensors").rename(half)
@@ -175,7 +174,7 @@ def test_a_run_killed_before_its_first_shard_can_be_resumed_or_rerecorded(tmp_pa
     manifest = json.loads((ref / MANIFEST).read_text())
     manifest["data"]["sha256"] = None
     manifest.update(shards=[], last_step=0, status="running")
-    (run / MANIFEST).write_bytes(canonical_json(manifest))
+    write_manifest(run, manifest)  # as the writer seals it
     (run / ".data.safetensors.ab12cd34.tmp").write_bytes(b"\0" * 64)
     code, _, err = cli("record", cfg, "--out", run, "--quiet", "--resume")
     assert code == 0, err
@@ -348,10 +347,10 @@ def test_bad_inputs_exit_2_and_leave_existing_files_untouched(tmp_path):
         (["record", tmp_path / "missing.toml"], ["config file not found", "missing.toml"]),
         (["record", cfg, *sets("train.bogus=1")], ["unknown setting 'train.bogus'"]),
         (["record", cfg, *sets("bogus=1")], ["unknown setting 'bogus'"]),
-        (["record", cfg, *sets('task.name="imagenet"')], ["unknown task 'imagenet'"]),
+        (["record", cfg, *sets('task.name="imagenet"')], ["setting 'task.name' must be one of", "'imagenet'"]),
         (["record", cfg, *sets('task.name="mnist"', f'task.root="{mnist_root}"')], ["task.root", "no-mnist-here"]),
         (["record", cfg, *sets('task.name="mnist"')], ["task.root"]),
-        (["record", cfg, *sets('train.optimizer="lbfgs"')], ["unknown optimizer 'lbfgs'"]),
+        (["record", cfg, *sets('train.optimizer="lbfgs"')], ["setting 'train.optimizer' must be one of", "'lbfgs'"]),
     ]
     for args, needles in cases:
         for flag in ([], ["--overwrite"]):  # even --overwrite must not touch the run before the inputs are good

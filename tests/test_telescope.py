@@ -222,6 +222,11 @@ def test_errors_exit_2_and_leave_nothing_complete(tmp_path, small_run):
     m["model"]["kwargs"]["width"] = 25
     (mism / "run.json").write_text(json.dumps(m))
     r = _cli("telescope", mism, "--out", tmp_path / "m.h5")
+    assert r.returncode == 2 and "was edited" in r.stderr  # the manifest's seal names the edit
+    from telecli.store.trajectory import write_manifest
+
+    write_manifest(mism, m)  # resealed: the network rebuilt from the edited manifest is still refused
+    r = _cli("telescope", mism, "--out", tmp_path / "m.h5")
     assert r.returncode == 2 and "does not match the run" in r.stderr
 
     out = tmp_path / "exists.h5"

@@ -6,7 +6,8 @@ first). ``task.root = "diabetes"`` (or ``""``) uses ``sklearn.datasets.load_diab
 442 real patients, 10 features, target column ``"target"``; nothing is downloaded.
 
 Missing values (empty cells, NA, NaN, null, None, ?, n/a, ±inf) are not imputed: rows with any
-missing value are **dropped** and counted in ``info["n_dropped_missing"]``. The rest is split into
+missing value (features or target) are **dropped**, counted in ``info["n_dropped_missing"]`` and named
+in a note on stderr. Without ``task.target`` a column named ``target`` is the target. The rest is split into
 train/test by ``test_fraction`` (seeded by ``task.seed``), then subset to ``n_train``/``n_test``. With
 ``standardize`` the features *and* the target are standardised with the training split's mean and
 standard deviation (``info["x_mean"]``, ``x_std``, ``y_mean``, ``y_std``; a prediction maps back as
@@ -65,7 +66,7 @@ def table_name(spec: str, meta: dict) -> str:
 
 def _read(path: str, target: str):
     columns, source = _columns(path)
-    if target == "" and path in BUILTIN:
+    if target == "" and "target" in columns:  # the built-in table's, or a column of that name
         target = "target"
     if target not in columns:
         what = "tabular needs task.target = the name of the target column" if not target \
@@ -80,7 +81,17 @@ def _read(path: str, target: str):
     if not keep.any():
         raise TelecliError(f"tabular: every row of {source} has a missing value; fill or drop them first")
     meta = {"source": source, "target": target, "n_rows_read": int(len(y)), "n_dropped_missing": int((~keep).sum())}
+    _note_dropped(source, target, keep, y)
     return x[keep], y[keep], names, meta
+
+
+def _note_dropped(source: str, target: str, keep: np.ndarray, y: np.ndarray) -> None:
+    """Rows with a missing value are dropped, never silently: one note on stderr says how many."""
+    if not keep.all():
+        import sys
+
+        print(f"note: {source}: dropped {int((~keep).sum())} of {len(keep)} rows with a missing value "
+              f"({int((~np.isfinite(y)).sum())} of them in the target '{target}')", file=sys.stderr)
 
 
 def _columns(path: str) -> tuple[dict, str]:
@@ -229,8 +240,12 @@ def fetch_openml_table(spec: str, target: str = "") -> tuple[np.ndarray, np.ndar
                            f"{', '.join(OPENML_ALIASES)}")
     from sklearn.datasets import fetch_openml
 
+    import warnings
+
     try:
-        bunch = fetch_openml(data_id=data_id, as_frame=True, parser="auto")
+        with warnings.catch_warnings():  # the library's own warnings precede its error when offline
+            warnings.simplefilter("ignore")
+            bunch = fetch_openml(data_id=data_id, as_frame=True, parser="auto")
     except Exception as e:  # no network (URLError, OSError), unknown id (OpenMLError), …
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise TelecliError(f"cannot fetch OpenML data set {data_id} ({type(e).__name__}: {first}); when offline, "
@@ -259,4 +274,5 @@ def fetch_openml_table(spec: str, target: str = "") -> tuple[np.ndarray, np.ndar
     meta = {"source": source, "target": target, "n_rows_read": int(len(y)), "n_dropped_missing": int((~keep).sum()),
             "openml_id": int(bunch.details.get("id", data_id)), "openml_version": str(bunch.details.get("version", "")),
             "openml_name": str(bunch.details.get("name", ""))}
+    _note_dropped(source, target, keep, y)
     return x[keep], y[keep], names, meta

@@ -515,7 +515,7 @@ class _GradientPlan:
     """Δ^grad_L(t') of §5.2 from a run's trajectory: θ_{t'} and θ_{t'+Δ} on a seeded set of test points."""
 
     def __init__(self, run: Path, steps: list[int], delta: int | None, points: int, seed: int, reduction: str,
-                 dev, dtype, max_memory):
+                 dev, dtype, max_memory, points_option: str = "--grad-points"):
         self.run = Path(run)
         self.traj = Trajectory(self.run)
         m = self.traj.manifest
@@ -525,7 +525,7 @@ class _GradientPlan:
         if self.delta < 1:
             raise TelecliError(f"--delta must be ≥ 1, got {self.delta}")
         if points < 1:
-            raise TelecliError(f"--grad-points must be ≥ 1, got {points}")
+            raise TelecliError(f"{points_option} must be ≥ 1, got {points}")
         self.reduction, self.dev, self.dtype = reduction, dev, dtype
         self.model = rebuild_network(self.traj, dev, dtype)
         names = [p["name"] for p in m["parameters"]]
@@ -592,7 +592,7 @@ def run_gradients(run: str | Path, at: str | list[int], out: str | Path | None =
         raise TelecliError(f"step {bad[0]} is beyond the last stored step {last} of {run}")
     dev = device_for(device)
     dtype = DTYPES.get(traj.manifest.get("dtype"), torch.float64)
-    grad = _GradientPlan(run, steps, delta, points, seed, reduction, dev, dtype, max_memory)
+    grad = _GradientPlan(run, steps, delta, points, seed, reduction, dev, dtype, max_memory, "--points")
     out = Path(out) if out else run / "lmc-gradients.h5"
     key = json.dumps({"run": traj.manifest.get("run_id"), "sha": traj.shards[-1].sha256, "steps": steps,
                       "delta": grad.delta, "points": points, "seed": seed, "reduction": reduction}, sort_keys=True)

@@ -23,7 +23,7 @@ from telecli.lens import telescope as lens
 from telecli.lens.functional import flatten, jacobian
 from telecli.jobs.recipe import check_recipe, train_mode_problems
 from telecli.jobs.common import rebuild_network, select_points
-from telecli.options import parse_shard
+from telecli.options import parse_count, parse_points, parse_shard
 from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, plan_memory, with_oom_backoff
 from telecli.progress import Progress
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
@@ -84,6 +84,11 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     ``dtype`` computes in another precision than the run's (float32: half the memory, twice the GEMM
     rate; docs/effective-parameters.md reports its error)."""
     run = Path(run)
+    points = parse_points(points, "--points")
+    every = None if every is None else parse_count(every, "--every")
+    seed = parse_count(seed, "--seed", 0)
+    if dtype is not None and dtype not in DTYPES:
+        raise TelecliError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     traj = Trajectory(run, check_hashes=True)
     if not traj.is_contiguous():
         Replayer(traj, torch.device("cpu"))  # fails early, with the reason, when gaps cannot be replayed
@@ -98,12 +103,10 @@ def run_telescope(run: str | Path, out: str | Path | None = None, *, points: str
     elif effective_params and shard_ix[1] > 1:
         columns = ("shard", *shard_ix)
     out = Path(out) if out else default_output(run, shard_ix)
-    if out.exists() and not overwrite:
+    if out.exists():
         from telecli.store.results import check_writable
 
         check_writable(out, overwrite)  # refuse before the recipe check's work
-    if dtype is not None and dtype not in DTYPES:
-        raise TelecliError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     dev = device_for(device)
     dtype_name = dtype
     model = rebuild_network(traj, dev, DTYPES[dtype] if dtype else None)
@@ -481,6 +484,10 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
     try:
         ref = files[0]
         for p, f in zip(parts, files):
+            shard = str(f.attrs.get("shard", ""))
+            if "/" not in shard or shard.endswith("/1"):
+                raise TelecliError(f"{p} is not a shard of a telecli telescope job (shard '{shard}'); merge joins "
+                                   f"files written with --shard i/N")
             for attr in ("run_id", "every", "points", "seed", "probes", "shard_axis"):
                 if f.attrs.get(attr) != ref.attrs.get(attr):
                     raise TelecliError(f"{p} differs from {parts[0]} in '{attr}'; shards must come from one job")

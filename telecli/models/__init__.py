@@ -70,6 +70,7 @@ _SPEC_KEYS = {
     "resnet20": (),
     "features": ("width",),
 }
+MODELS = tuple(_SPEC_KEYS)  # the built-in model names of ModelConfig.name (besides "factory")
 
 
 def model_spec(cfg: ModelConfig, input_shape: tuple[int, ...], output_dim: int) -> tuple[str, dict[str, Any]]:

@@ -24,13 +24,13 @@ a case to tests/test_plots.py, which renders every figure of the registry).
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-import importlib
-
 from telecli.errors import TelecliError
+from telecli.store.atomic import make_dirs
 
 FIGURES: dict[str, str] = {
     "approximation": "Figs. 2, 7: |f − f̃| and |f − f^lin| per step",
@@ -91,7 +91,7 @@ def plot(paths: Sequence[str | Path], figure: str, out: str | Path | None = None
                                        f"write it with: {hint}")
         names = [str(p) for p in paths]
         resolved = list(labels) if labels else auto_labels(files, paths)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(out.parent)
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # same directory: atomic rename
         try:
             draw(files, tmp, labels=resolved, names=names, split=split, x_key=x_key)

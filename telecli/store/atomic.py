@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from telecli.errors import TelecliError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -17,6 +19,23 @@ def _umask() -> int:
 
 
 _MODE = 0o666 & ~_umask()
+
+
+def make_dirs(folder: str | Path) -> Path:
+    """Create the output folder ``folder`` and its missing parents; refused in one line: a file where a
+    folder is needed, and a new folder at the top of the filesystem (a mistyped absolute path such as
+    /dta/runs/x would otherwise be created from the root)."""
+    folder = Path(folder)
+    first, missing = folder.absolute(), None
+    while not first.exists():
+        first, missing = first.parent, first
+    if not first.is_dir():
+        raise TelecliError(f"{first} is a file, not a folder; choose another --out")
+    if missing is not None and first.parent == first:
+        raise TelecliError(f"{missing} does not exist and would be created at the top of the filesystem; "
+                           f"create it first if that is meant (mkdir -p {folder})")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> str:
@@ -30,7 +49,7 @@ def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes | memoryview]) 
     first) atomically: temporary file in the same directory, fsync, rename. Returns (size in bytes,
     sha256 of the file), hashed while writing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     h, size = hashlib.sha256(), 0
     try:

@@ -19,6 +19,7 @@ import numpy as np
 
 from telecli import __version__
 from telecli.errors import TelecliError
+from telecli.store.atomic import make_dirs
 
 SPLITS = ("train", "test")
 
@@ -28,9 +29,12 @@ def partial_path(path: Path) -> Path:
 
 
 def check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse to replace a file without ``overwrite``, or a folder ever; create the file's folder."""
+    if path.is_dir():
+        raise TelecliError(f"{path} is a folder; give a file name for the results (e.g. {path / 'lens.h5'})")
     if path.exists() and not overwrite:
         raise TelecliError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
 
 
 def provenance(extra: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def open_results(path: str | Path) -> h5py.File:
 def write_results(path: Path, tree: dict[str, Any], attrs: dict[str, Any]) -> Path:
     """Write ``tree`` (nested dicts of arrays) to ``path`` atomically: a temporary file in the same folder,
     renamed when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:

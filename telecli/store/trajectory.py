@@ -18,6 +18,7 @@ This module does no maths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -47,6 +48,20 @@ SHARD_DIR = "trajectory"
 
 # Tensor name prefixes inside a shard (docs/format.md).
 THETA, BUFFER, OPT = "theta.", "buffer.", "opt."
+SEAL = "manifest_sha256"  # run.json's hash of all its other keys
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own seal, as canonical JSON (sorted keys, no spaces): the run's
+    configuration, model, data hash and shard index in one integrity check (docs/format.md §1.3)."""
+    body = {k: v for k, v in json.loads(json.dumps(manifest)).items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Seal ``manifest`` (:func:`manifest_sha256`) and write it atomically as RUN/run.json."""
+    manifest[SEAL] = manifest_sha256(manifest)
+    atomic_write_json(run_dir / MANIFEST, manifest)
 
 
 def shard_name(index: int) -> str:
@@ -197,7 +212,7 @@ class TrajectoryWriter:
                 raise IntegrityError(f"shard {name}: wrote {size} bytes, expected {entry['bytes']}")
             entry["sha256"] = sha
             snapshot["shards"].append(entry)
-            atomic_write_json(self.run_dir / MANIFEST, snapshot)
+            write_manifest(self.run_dir, snapshot)
         except BaseException as e:  # raised again in the training thread by _wait
             self._error = e
 
@@ -213,7 +228,7 @@ class TrajectoryWriter:
 
     def write_manifest(self) -> None:
         self._wait()
-        atomic_write_json(self.run_dir / MANIFEST, self.manifest)
+        write_manifest(self.run_dir, self.manifest)
 
     def close(self, status: str = "complete") -> None:
         self.flush()
@@ -286,6 +301,9 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         raise TelecliError(f"{path} is not a telecli trajectory manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise TelecliError(f"{path} has format version {manifest['format_version']}; upgrade telecli")
+    if SEAL in manifest and manifest[SEAL] != manifest_sha256(manifest):
+        raise IntegrityError(f"{path} was edited after telecli wrote it (its {SEAL} does not match its "
+                             f"content); restore the original file or record the run again")
     return manifest
 
 

@@ -10,13 +10,16 @@ from safetensors import safe_open
 
 from telecli.errors import TelecliError
 from telecli.store.atomic import sha256_file
-from telecli.store.trajectory import DATA, SHARD_DIR, read_manifest
+from telecli.store.trajectory import DATA, MANIFEST, SHARD_DIR, read_manifest
 
 
 def verify_run(run_dir: str | Path, progress=None) -> tuple[list[str], list[str]]:
     """(problems, notes): every problem found, one line each (empty when the run is sound), and
-    remarks that are not faults (a run still being recorded)."""
+    remarks that are not faults (a run still being recorded). A folder that is no run at all (no
+    run.json) raises TelecliError instead: that is a bad input, not a damaged run."""
     run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        read_manifest(run_dir)  # not a run at all (bad input, exit 2): the TelecliError names why
     try:
         manifest = read_manifest(run_dir)
     except TelecliError as e:

@@ -35,7 +35,7 @@ from torch import nn
 from telecli.errors import TelecliError
 from telecli.optim import describe as describe_optimizer
 from telecli.optim import get as get_optimizer
-from telecli.store.atomic import atomic_write_json
+from telecli.store.atomic import atomic_write_json, make_dirs
 from telecli.train.watch import LoopWatch
 from telecli.store.trajectory import (
     BUFFER,
@@ -90,6 +90,37 @@ def versions() -> dict[str, str]:
     }
 
 
+def _check_arguments(train, test, model_factory, every, log_points, shard_mb, total_steps, extra_steps,
+                     start_step):
+    """The Recorder's arguments, checked as the configuration schema checks a preset's (one-line
+    TelecliError naming the argument) before anything is written."""
+    from telecli.config import check_value
+
+    every = check_value(every, int, "Recorder every", low=1)
+    log_points = check_value(log_points, int, "Recorder log_points", low=0)
+    shard_mb = check_value(shard_mb, float, "Recorder shard_mb", above=0)
+    check_value(start_step, int, "Recorder start_step", low=0)
+    if total_steps is not None:
+        total_steps = check_value(total_steps, int, "Recorder total_steps", low=1)
+    extra_steps = [check_value(s, int, "each of Recorder extra_steps", low=0) for s in extra_steps]
+    for name, pair in (("train", train), ("test", test)):
+        if pair is None and name == "test":
+            continue
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(t, torch.Tensor) for t in pair)):
+            raise TelecliError(f"Recorder {name}= must be a pair of tensors (X, y)")
+        x, y = pair
+        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or (name == "train" and x.shape[0] == 0):
+            raise TelecliError(f"Recorder {name}=(X, y) must have the same number of rows (≥ 1), got "
+                               f"{list(x.shape)} and {list(y.shape)}")
+        for what, t in (("X", x), ("y", y)):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise TelecliError(f"Recorder {name}= {what} has non-finite values")
+    if model_factory is not None and (not isinstance(model_factory, str) or model_factory.count(":") != 1):
+        raise TelecliError(f"model_factory must look like 'package.module:function', got {model_factory!r}")
+    return every, log_points, shard_mb, total_steps, extra_steps
+
+
 def _as_2d(y: torch.Tensor) -> torch.Tensor:
     return y[:, None] if y.dim() == 1 else y
 
@@ -123,11 +154,13 @@ class Recorder:
         start_step: int = 0,
     ):
         self.run_dir = Path(run_dir)
+        if loss not in ("mse", "ce"):
+            raise TelecliError(f"unknown loss '{loss}' (use 'mse' or 'ce')")
+        every, log_points, shard_mb, total_steps, extra_steps = _check_arguments(
+            train, test, model_factory, every, log_points, shard_mb, total_steps, extra_steps, start_step)
         self.model = model
         self.optimizer = optimizer
         self.opt_info = describe_optimizer(optimizer)
-        if loss not in ("mse", "ce"):
-            raise TelecliError(f"unknown loss '{loss}' (use 'mse' or 'ce')")
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.buffers = list(model.named_buffers())
         self.store_opt = optimizer_state
@@ -211,6 +244,8 @@ class Recorder:
 
     # -- setup --------------------------------------------------------------------------------------------
     def _prepare_dir(self, overwrite: bool) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise TelecliError(f"{self.run_dir} is a file, not a run directory; choose another --out")
         if self.run_dir.is_dir():
             _remove_stale_tmp(self.run_dir)  # left by a run killed while writing its first files
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -227,7 +262,7 @@ class Recorder:
                 if child != manifest:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             manifest.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.run_dir)
 
     def _write_provenance(self) -> None:
         atomic_write_json(
