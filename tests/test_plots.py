@@ -255,3 +255,60 @@ def test_recorded_run_telescoped_then_plotted(tmp_path):
     for fig in ("approximation", "accuracy"):
         out = plot([lens], fig)
         assert out == lens.with_name(f"lens-{fig}.png") and out.stat().st_size > 10_000
+
+
+def test_complexity_hatches_the_steps_where_p_is_not_valid(tmp_path):
+    """validity/{split}/ok false → hatched bands over exactly those steps (one band per run of steps),
+    on one file and on an overlay; a file without flags draws none."""
+    from matplotlib.figure import Figure
+
+    path = fabricate(tmp_path / "flagged.h5")
+    with h5py.File(path, "a") as f:
+        S = len(f["steps"])
+        ok = np.ones(S, dtype=bool)
+        ok[5:8] = False
+        ok[-2:] = False
+        f["validity/train/ok"] = np.ones(S, dtype=bool)
+        f["validity/test/ok"] = ok
+    with h5py.File(path, "r") as f:
+        bad = style.invalid_steps(f)
+        x = style.steps(f)
+        assert bad.tolist() == (~ok).tolist()
+        with h5py.File(fabricate(tmp_path / "plain.h5"), "r") as g:
+            assert style.invalid_steps(g) is None
+    ax = Figure().subplots()
+    keep = x > 0
+    assert style.shade_steps(ax, x[keep], bad[keep], log=True)
+    spans = [p for p in ax.patches if p.get_hatch() == "///"]
+    assert len(spans) == 2
+    lo, hi = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
+    inside = x[keep][(x[keep] >= lo) & (x[keep] <= hi)]
+    assert sorted(inside.tolist()) == sorted(x[5:8].tolist())  # the band covers the flagged steps only
+    assert not style.shade_steps(ax, x, np.zeros_like(bad), log=False)
+    for files_ in ([path], [path, tmp_path / "plain.h5"]):
+        assert plot(files_, "complexity", out=tmp_path / f"c{len(files_)}.png").stat().st_size > 10_000
+
+
+def test_tabular_shows_the_difference_where_relative_mse_means_nothing(tmp_path):
+    """The network wins at p = 0 (negative denominator): the ratio is not drawn; the difference
+    MSE_NN − MSE_GBT is, from the stored MSEs (mean over the seeds)."""
+    from telecli.plots.tabular import collect
+
+    paths = []
+    for s, shift in ((0, -0.10), (1, -0.14)):
+        path = fabricate_boost(tmp_path / f"nnwins{s}.h5", seed=s)
+        with h5py.File(path, "a") as f:
+            p = f["metrics/proportions"][...]
+            f["metrics/mse_gbt"] = 1.0 + p
+            f["metrics/mse_nn"] = 1.0 + p + shift + 0.5 * p
+        paths.append(path)
+    good = fabricate_boost(tmp_path / "gbtwins.h5", seed=3)
+    with h5py.File(good, "a") as f:
+        p = f["metrics/proportions"][...]
+        f["metrics/mse_gbt"], f["metrics/mse_nn"] = 1.0 + p, 1.3 + 2 * p
+    with h5py.File(paths[0]) as a, h5py.File(paths[1]) as b, h5py.File(good) as g:
+        data = collect([a, b], ["a", "b"])["houses"]
+        assert not bool(data["meaningful"])
+        np.testing.assert_allclose(data["mse_diff"], -0.12 + 0.5 * p, atol=1e-12)
+        assert bool(collect([g], ["g"])["houses"]["meaningful"])
+    assert plot(paths, "tabular", out=tmp_path / "t.png").stat().st_size > 10_000

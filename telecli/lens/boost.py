@@ -231,6 +231,21 @@ def mse(pred, y) -> float:
     return v if np.isfinite(v) else np.inf
 
 
+DENOMINATOR_FLOOR = 0.01  # relative MSE is drawn only when MSE^0_NN − MSE^0_GBT > this × MSE^0_GBT
+
+
+def relative_mse_meaningful(mse_nn_0: float, mse_gbt_0: float, floor: float = DENOMINATOR_FLOOR) -> bool:
+    """Whether the ratio of :func:`relative_mse` says what §4.4 means by it: the trees beat the network on
+    regular data (p = 0) by more than ``floor`` of their MSE. A negative denominator (the network wins at
+    p = 0) flips the ratio's sign and a near-zero one blows it up; the difference MSE_NN − MSE_GBT is
+    then the honest quantity.
+
+    >>> relative_mse_meaningful(1.2, 1.0), relative_mse_meaningful(0.9, 1.0), relative_mse_meaningful(1.001, 1.0)
+    (True, False, False)
+    """
+    return bool(np.isfinite(mse_nn_0) and np.isfinite(mse_gbt_0) and mse_nn_0 - mse_gbt_0 > floor * abs(mse_gbt_0))
+
+
 def relative_mse(mse_nn_p, mse_gbt_p, mse_nn_0, mse_gbt_0):
     """Relative MSE (MSE^p_NN − MSE^p_GBT) / (MSE^0_NN − MSE^0_GBT) (method.md §4.4); 1 at p = 0.
 

@@ -3,7 +3,9 @@
 Top: train and test error per step: the misclassification rate when the targets are 0/1 classes,
 otherwise the loss (½‖f − y‖² averaged over points for MSE). Bottom: the effective parameters p^train
 and p^test (method.md Eq. 8) per step. Log step axis. Several files overlay: one colour family per
-file, test solid, train dashed and lighter.
+file, test solid, train dashed and lighter. Steps where the file's validity flags say p is not to be
+trusted (the smoother departs from the network, or the run is not what the analysis models) are
+hatched grey on both panels, with a legend entry.
 """
 
 from __future__ import annotations
@@ -37,9 +39,14 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
     with style.house_style():
         fig, (top, bottom) = style.new_figure(2, 1, size=style.DOUBLE, sharex=True)
         ylabels = set()
+        shaded = False
         for f, label, colour in zip(files, labels, colours):
             x = style.steps(f)
             keep = style.step_axis(bottom, x, log=True)
+            bad = style.invalid_steps(f)
+            if bad is not None:
+                for ax in (top, bottom):
+                    shaded |= style.shade_steps(ax, x[keep], bad[keep], log=True)
             curves, ylabel = error_curves(f)
             ylabels.add(ylabel)
             p = {s: style.read(f, f"{s}/effective_parameters") for s in ("train", "test")}
@@ -54,11 +61,14 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
         top.set_xscale("log")
         top.set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
         bottom.set_ylabel(r"effective parameters $p$")
+        extra = [style.invalid_handle()] if shaded else []
         if single:
             top.set_title(labels[0], loc="left")
             style.legend(top)
-            style.legend(bottom)
+            handles, _ = bottom.get_legend_handles_labels()
+            bottom.legend(handles=handles + extra, loc="best")
         else:
             style.family_legend(top, labels, colours, [("test", "-"), ("train", "--")])
-            style.family_legend(bottom, [], [], [(r"$p^{\mathrm{test}}$", "-"), (r"$p^{\mathrm{train}}$", "--")])
+            style.family_legend(bottom, [], [], [(r"$p^{\mathrm{test}}$", "-"), (r"$p^{\mathrm{train}}$", "--")],
+                                extra=extra)
         style.save(fig, out)

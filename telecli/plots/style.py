@@ -247,11 +247,55 @@ def legend(ax, **kw) -> None:
 
 
 def family_legend(ax, labels: list[str], colours: list[str], key: list[tuple[str, str]] | None = None,
-                  **kw) -> None:
+                  extra: list | None = None, **kw) -> None:
     """Legend of an overlay: one entry per file (its colour) and, when ``key`` is given, one gray entry
-    per line style ((label, linestyle) pairs: e.g. telescoping solid, linearised dashed)."""
+    per line style ((label, linestyle) pairs: e.g. telescoping solid, linearised dashed); ``extra``
+    handles (e.g. :func:`invalid_handle`) go last."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, label=lab) for lab, c in zip(labels, colours)]
     handles += [Line2D([], [], color="0.35", ls=ls, label=lab) for lab, ls in (key or [])]
+    handles += list(extra or [])
     ax.legend(handles=handles, **{"loc": "best", "ncol": 1 if len(handles) <= 6 else 2, **kw})
+
+
+# ------------------------------------------------------------------------------------------- validity
+
+INVALID_LABEL = "p not valid here (validity flags)"
+
+
+def invalid_steps(f: h5py.File) -> np.ndarray | None:
+    """True at the output steps where the results file says p is not to be trusted (``/validity/{train,
+    test}/ok`` false: the smoother departs from the network, a recorded step fails the recipe check, or
+    the parameter-space check fails; docs/format.md §2); None for a file without validity flags."""
+    flags = [np.asarray(f[f"validity/{s}/ok"][...], dtype=bool) for s in ("train", "test") if f"validity/{s}/ok" in f]
+    if not flags:
+        return None
+    return ~np.logical_and.reduce(flags)
+
+
+def shade_steps(ax, x: np.ndarray, bad: np.ndarray, log: bool) -> bool:
+    """Grey, hatched bands over the runs of steps where ``bad`` is True (each band reaches half-way to
+    the neighbouring steps, geometrically on a log axis); returns whether anything was shaded."""
+    if bad is None or not bad.any():
+        return False
+    mid = np.sqrt(x[1:] * x[:-1]) if log else (x[1:] + x[:-1]) / 2
+    edges = np.concatenate([[x[0]], mid, [x[-1]]])
+    start = None
+    for i, b in enumerate(list(bad) + [False]):
+        if b and start is None:
+            start = i
+        elif not b and start is not None:
+            lo, hi = edges[start], edges[i]
+            if log and lo <= 0:
+                lo = x[x > 0].min() if (x > 0).any() else hi
+            ax.axvspan(lo, hi, facecolor="0.9", edgecolor="0.7", hatch="///", lw=0, zorder=0)
+            start = None
+    return True
+
+
+def invalid_handle():
+    """The legend entry of :func:`shade_steps`'s bands."""
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor="0.9", edgecolor="0.7", hatch="///", label=INVALID_LABEL)
