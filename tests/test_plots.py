@@ -312,3 +312,28 @@ def test_tabular_shows_the_difference_where_relative_mse_means_nothing(tmp_path)
         np.testing.assert_allclose(data["mse_diff"], -0.12 + 0.5 * p, atol=1e-12)
         assert bool(collect([g], ["g"])["houses"]["meaningful"])
     assert plot(paths, "tabular", out=tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_seeds_of_one_setting_are_drawn_as_mean_and_standard_error(tmp_path):
+    """Files whose configurations differ only in the seed form one group; its curves are the mean over
+    the seeds, its band the standard error (checked against numpy); other settings stay apart."""
+    from telecli.plots import auto_labels
+    from telecli.plots.seeds import curve, group_seeds
+
+    paths = [fabricate(tmp_path / f"s{s}.h5", cfg=config(lr=0.05, seed=s), seed=s) for s in range(3)]
+    paths.append(fabricate(tmp_path / "other.h5", cfg=config(lr=0.2, seed=0), seed=9))
+    fs = [h5py.File(p) for p in paths]
+    try:
+        groups, labels = group_seeds(fs, auto_labels(fs, paths))
+        assert [g.n for g in groups] == [3, 1]
+        assert labels[0].endswith("(3 seeds)") and "seed" not in labels[0].split(" (")[0]
+        rows = np.stack([f["test/approx_error_telescoped"][...] for f in fs[:3]])
+        mean, se = curve(groups[0], lambda g: style.read(g, "test/approx_error_telescoped"))
+        np.testing.assert_allclose(mean, rows.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(se, rows.std(0, ddof=1) / np.sqrt(3), rtol=1e-12)
+        assert curve(groups[1], lambda g: style.read(g, "test/approx_error_telescoped"))[1] is None
+    finally:
+        for f in fs:
+            f.close()
+    for fig in ("approximation", "complexity", "components", "accuracy"):
+        assert plot(paths, fig, out=tmp_path / f"{fig}.png").stat().st_size > 10_000

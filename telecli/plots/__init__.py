@@ -91,10 +91,16 @@ def plot(paths: Sequence[str | Path], figure: str, out: str | Path | None = None
                                        f"write it with: {hint}")
         names = [str(p) for p in paths]
         resolved = list(labels) if labels else auto_labels(files, paths)
+        drawn = files
+        if getattr(draw, "seeds", False):  # runs that differ only in the seed: one mean ± s.e. curve
+            from telecli.plots.seeds import group_seeds
+
+            drawn, resolved = group_seeds(files, resolved)
+            names = [str(paths[files.index(g.members[0])]) for g in drawn]
         make_dirs(out.parent)
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # same directory: atomic rename
         try:
-            draw(files, tmp, labels=resolved, names=names, split=split, x_key=x_key)
+            draw(drawn, tmp, labels=resolved, names=names, split=split, x_key=x_key)
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)

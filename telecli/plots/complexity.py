@@ -5,7 +5,8 @@ otherwise the loss (½‖f − y‖² averaged over points for MSE). Bottom: the
 and p^test (method.md Eq. 8) per step. Log step axis. Several files overlay: one colour family per
 file, test solid, train dashed and lighter. Steps where the file's validity flags say p is not to be
 trusted (the smoother departs from the network, or the run is not what the analysis models) are
-hatched grey on both panels, with a legend entry.
+hatched grey on both panels, with a legend entry. Runs that differ only in their seed are one line:
+the mean over seeds with a ± s.e. band.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 
 from telecli.plots import style
+from telecli.plots.seeds import band, curve
 
 EFFECTIVE_HINT = "telecli telescope RUN --effective-params"
 
@@ -31,6 +33,7 @@ def error_curves(f: h5py.File) -> tuple[dict[str, np.ndarray], str]:
     return loss, ("MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)" if kind == "mse" else "cross-entropy loss")
 
 
+@style.aggregates_seeds
 @style.requires("train/effective_parameters", "test/effective_parameters", hint=EFFECTIVE_HINT)
 @style.requires("steps", "train/error_actual", "test/error_actual", "train/loss_actual", "test/loss_actual")
 def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
@@ -47,17 +50,21 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
             if bad is not None:
                 for ax in (top, bottom):
                     shaded |= style.shade_steps(ax, x[keep], bad[keep], log=True)
-            curves, ylabel = error_curves(f)
+            member = getattr(f, "members", [f])[0]
+            ylabel = error_curves(member)[1]
             ylabels.add(ylabel)
-            p = {s: style.read(f, f"{s}/effective_parameters") for s in ("train", "test")}
+            err = {s: curve(f, lambda g, s=s: error_curves(g)[0][s]) for s in ("train", "test")}
+            p = {s: curve(f, lambda g, s=s: style.read(g, f"{s}/effective_parameters")) for s in ("train", "test")}
             if single:
                 c_train, c_test, ls_train = style.TRAIN, style.TEST, "-"
             else:
                 c_train, c_test, ls_train = style.lighter(colour), colour, "--"
-            top.plot(x[keep], curves["train"][keep], color=c_train, ls=ls_train, label="train")
-            top.plot(x[keep], curves["test"][keep], color=c_test, label="test")
-            bottom.plot(x[keep], p["train"][keep], color=c_train, ls=ls_train, label=r"$p^{\mathrm{train}}$")
-            bottom.plot(x[keep], p["test"][keep], color=c_test, label=r"$p^{\mathrm{test}}$")
+            cut = (lambda a: None if a is None else a[keep])  # noqa: E731
+            band(top, x[keep], err["train"][0][keep], cut(err["train"][1]), c_train, ls=ls_train, label="train")
+            band(top, x[keep], err["test"][0][keep], cut(err["test"][1]), c_test, label="test")
+            band(bottom, x[keep], p["train"][0][keep], cut(p["train"][1]), c_train, ls=ls_train,
+                 label=r"$p^{\mathrm{train}}$")
+            band(bottom, x[keep], p["test"][0][keep], cut(p["test"][1]), c_test, label=r"$p^{\mathrm{test}}$")
         top.set_xscale("log")
         top.set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
         bottom.set_ylabel(r"effective parameters $p$")

@@ -2,7 +2,8 @@
 gradient term, the momentum carry-over, the weight-decay term and the decay of θ₀ (method.md §1.6).
 
 y: mean |component| over the split's points and outputs, log scale; one line per component stored.
-Several files: component by colour, file by line style.
+Several files: component by colour, file by line style. Runs that differ only in their seed are one
+line: the mean over seeds (of each seed's mean |component|) with a ± s.e. band.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from telecli.errors import TelecliError
 from telecli.plots import style
+from telecli.plots.seeds import band, curve
 from telecli.plots.complexity import EFFECTIVE_HINT
 
 COMPONENTS = {  # dataset name → (legend, colour)
@@ -25,6 +27,7 @@ COMPONENTS = {  # dataset name → (legend, colour)
 LINESTYLES = ["-", "--", ":", "-."]
 
 
+@style.aggregates_seeds
 @style.requires("steps", "{split}/components", hint=EFFECTIVE_HINT)
 def draw(files: list[h5py.File], out: Path, *, labels: list[str], split: str = "test",
          names: list[str] | None = None, **_) -> None:
@@ -43,10 +46,11 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], split: str = "
             keep = style.step_axis(ax, x, log=log_x)
             for c in present:
                 legend, colour = COMPONENTS.get(c, (c.replace("_", " "), None))
-                y = np.abs(np.asarray(group[c][...], dtype=float))
-                y = style.positive(y.reshape(y.shape[0], -1).mean(axis=1))
-                line, = ax.plot(x[keep], y[keep], color=colour, ls=LINESTYLES[i % len(LINESTYLES)], label=legend)
-                seen.setdefault(legend, (legend, line.get_color()))
+                colour = colour or style.palette(7)[len(seen) % 7]
+                y, se = curve(f, lambda g, c=c: _mean_abs(g[f"{split}/components/{c}"]))
+                band(ax, x[keep], y[keep], None if se is None else se[keep], colour,
+                     ls=LINESTYLES[i % len(LINESTYLES)], label=legend)
+                seen.setdefault(legend, (legend, colour))
         ax.set_yscale("log")
         ax.set_ylabel(f"mean |component| ({split})\n" + r"of the update $\Delta\tilde f_t(x)$")
         if single:
@@ -56,3 +60,9 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], split: str = "
             style.family_legend(ax, [v[0] for v in seen.values()], [v[1] for v in seen.values()],
                                 [(lab, LINESTYLES[i % len(LINESTYLES)]) for i, lab in enumerate(labels)])
         style.save(fig, out)
+
+
+def _mean_abs(dataset) -> np.ndarray:
+    """Per step: mean |component| over the split's points and outputs (positive values for a log axis)."""
+    y = np.abs(np.asarray(dataset[...], dtype=float))
+    return style.positive(y.reshape(y.shape[0], -1).mean(axis=1))

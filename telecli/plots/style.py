@@ -95,6 +95,13 @@ def save(fig, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- requirements
 
+def aggregates_seeds(fn: Callable) -> Callable:
+    """Mark a draw function that takes seed groups (telecli.plots.seeds): ``plot`` merges the files of
+    runs that differ only in their seed into one, drawn as mean ± s.e."""
+    fn.seeds = True
+    return fn
+
+
 def requires(*datasets: str, hint: str = "telecli telescope RUN") -> Callable:
     """Declare datasets a draw function reads ("{split}" is filled in from --split). ``plot`` checks them
     in every file before drawing and names the missing one and ``hint``, the command that writes it.
@@ -268,7 +275,9 @@ def invalid_steps(f: h5py.File) -> np.ndarray | None:
     """True at the output steps where the results file says p is not to be trusted (``/validity/{train,
     test}/ok`` false: the smoother departs from the network, a recorded step fails the recipe check, or
     the parameter-space check fails; docs/format.md §2); None for a file without validity flags."""
-    flags = [np.asarray(f[f"validity/{s}/ok"][...], dtype=bool) for s in ("train", "test") if f"validity/{s}/ok" in f]
+    members = getattr(f, "members", [f])  # a seed group: invalid where any seed is
+    flags = [np.asarray(m[f"validity/{s}/ok"][...], dtype=bool) for m in members for s in ("train", "test")
+             if f"validity/{s}/ok" in m]
     if not flags:
         return None
     return ~np.logical_and.reduce(flags)
