@@ -14,7 +14,11 @@ def __getattr__(name):  # lazy: importing telecli stays cheap for the CLI
         from telecli.train.recorder import Recorder
 
         return Recorder
+    if name == "open_results":  # labelled arrays from a results file (telecli/results.py)
+        from telecli.results import open_results
+
+        return open_results
     raise AttributeError(name)
 
 
-__all__ = ["Recorder", "TelecliError", "__version__"]
+__all__ = ["Recorder", "TelecliError", "__version__", "open_results"]

@@ -31,6 +31,11 @@ def _quiet_option():
     return typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 
+def _json_option(what: str = "the summary"):
+    return typer.Option(False, "--json", help=f"Print {what} as one JSON document on stdout (progress and notes "
+                        "stay on stderr), e.g. for jq.")
+
+
 @app.command(epilog="Example: telecli record sample_runs/approx-sgd.toml --out runs/sgd --set train.lr=0.05")
 def record(
     config: Path = typer.Argument(..., help="TOML preset (see sample_runs/)."),
@@ -74,16 +79,26 @@ def branch(
         print(f"recorded {child}")
 
 
-@app.command(epilog="Example: telecli info sample_runs/digits-small")
-def info(run: Path = typer.Argument(..., help="Run directory.")):
-    """Summarise a run: task, model, optimiser, stored steps, shards, size."""
-    from telecli.report import print_info
+@app.command(epilog="Examples:\n\n  telecli info sample_runs/digits-small\n\n"
+                    "  telecli info runs/sgd --json | jq .steps")
+def info(
+    run: Path = typer.Argument(..., help="Run directory."),
+    as_json: bool = _json_option("the summary (run_id, status, steps, shards, bytes, …)"),
+):
+    """Summarise a run: task, model, optimiser, stored steps, shards, size; for a run that is still being
+    recorded, was interrupted or failed, the steps stored so far and how to resume it."""
+    from telecli import report
 
-    print_info(run)
+    doc = report.run_document(run)
+    if as_json:
+        print(report.to_json(doc))
+    else:
+        report.print_rows(f"telecli run {run}", report.info_rows(doc))
 
 
 @app.command(epilog="Examples:\n\n  telecli verify runs/sgd && echo sound\n\n"
-                    "  telecli verify runs/mine --no-recipe      # integrity only (hashes, manifest, steps)")
+                    "  telecli verify runs/mine --no-recipe      # integrity only (hashes, manifest, steps)\n\n"
+                    "  telecli verify runs/sgd --json | jq -r '.problems[]'")
 def verify(
     run: Path = typer.Argument(..., help="Run directory."),
     recipe: bool = typer.Option(True, "--recipe/--no-recipe", help="Also recompute every step as the analysis "
@@ -91,27 +106,24 @@ def verify(
                                 "it with the recorded update."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     quiet: bool = _quiet_option(),
+    as_json: bool = _json_option('{"run", "sound", "problems", "notes", "recipe"} (exit code 1 on problems as well)'),
 ):
     """Re-hash every shard, check the manifest, step continuity and finiteness, and check that every
     recorded step is the step the analyses model; exit 1 on any problem."""
-    from telecli.store.verify import verify_run
+    from telecli import report
 
-    problems, notes = verify_run(run)
-    if not problems and recipe:
-        from telecli.jobs.recipe import verify_recipe
-
-        report = verify_recipe(run, device, progress=not quiet and sys.stderr.isatty())
-        problems += report.lines()
-        notes += report.notes
-        if report.ok:
-            notes.append(report.summary()[len("recipe: "):])
-    for note in notes:
-        print(f"note: {note}")
-    if problems:
-        for p in problems:
+    doc = report.verify_document(run, recipe, device, progress=not quiet and sys.stderr.isatty())
+    if as_json:
+        print(report.to_json(doc))
+    else:
+        for note in doc["notes"]:
+            print(f"note: {note}")
+        for p in doc["problems"]:
             print(f"problem: {p}", file=sys.stderr)
+        if doc["sound"]:
+            print(f"{run}: sound")
+    if not doc["sound"]:
         raise typer.Exit(1)
-    print(f"{run}: sound")
 
 
 @app.command(epilog="Examples:\n\n  telecli telescope runs/digits                      # → runs/digits/lens.h5\n\n"
@@ -143,6 +155,7 @@ def telescope(
                                      "train mode); the caveat and per-step validity flags go into the file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     quiet: bool = _quiet_option(),
+    as_json: bool = _json_option("a summary of the file written (steps, final approximation errors, p)"),
 ):
     """Rebuild predictions through the telescoping model: actual, telescoped, linearised, errors → HDF5."""
     from telecli.jobs.distributed import telescope_any
@@ -150,8 +163,12 @@ def telescope(
     path = telescope_any(run, out, points=points, every=every, device=device, max_memory=max_memory,
                          shard=shard, seed=seed, overwrite=overwrite, progress=not quiet,
                          effective_params=effective_params, approximate=approximate, probes=probes, dtype=dtype)
-    if path is not None and not quiet:
-        print(f"wrote {path}  (plot: telecli plot {path} --figure approximation)")
+    if path is None or (quiet and not as_json):  # another torchrun rank, or nothing to say
+        return
+    from telecli import report
+
+    doc = report.telescope_document(path)  # the plot hint names the figure this file can draw
+    print(report.to_json(doc) if as_json else report.telescope_hint(doc))
 
 
 @app.command(epilog="Example: telecli merge lens.shard-*-of-4.h5 --out lens.h5")
@@ -247,12 +264,14 @@ def boost(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget of the network's "
                                              "kernel norms and telescope, e.g. 2G (default as for telescope)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/boost.h5 and OUT/nn."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/boost.h5 (and OUT/nn when it was trained with other settings; the same settings reuse it)."),
     quiet: bool = _quiet_option(),
+    as_json: bool = _json_option("the summary (one row per test mixture: MSEs, relative MSE, kernel norms)"),
 ):
     """Gradient-boosted trees and a neural network through the same telescoping lens on tabular data."""
+    from telecli import report
     from telecli.config import load_boost
-    from telecli.jobs.boost import print_summary, run_boost
+    from telecli.jobs.boost import run_boost
 
     cfg = load_boost(config, {
         "data": data, "target": target, "proportions": proportions, "mixture_size": mixture_size, "top": top,
@@ -263,9 +282,55 @@ def boost(
         "gbt.trees": gbt_trees, "gbt.depth": gbt_depth, "gbt.lr": gbt_lr,
     })
     path = run_boost(cfg, out, overwrite=overwrite, progress=not quiet)
-    if not quiet:
-        print_summary(path)
+    if as_json:
+        print(report.to_json(report.boost_document(path)))
+    elif not quiet:
+        report.print_boost_summary(path)
         print(f"wrote {path}  (plot: telecli plot {path} --figure tabular)")
+
+
+@app.command(epilog="Examples:\n\n"
+                    "  telecli reproduce fig7 --scale small --seeds 2 --jobs 2 --out repro/fig7   # ~2 min here\n\n"
+                    "  telecli reproduce all --out repro                 # every figure, DIR/FIGURE/ each\n\n"
+                    "  telecli reproduce fig7 --scale paper --out /scratch/fig7 --emit slurm      # then sbatch\n\n"
+                    "Rerun the same command after a kill: finished cells are skipped, the rest resume.")
+def reproduce(
+    figure: str = typer.Argument(..., help="fig2, fig7, fig8 … or all."),
+    scale: str = typer.Option("small", "--scale", help="small (CPU minutes, 2 seeds) | paper (the paper's grid)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per setting (default: 2 small, the "
+                                        "paper's count at paper scale)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at a time here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of the cells, the figure and claims.json "
+                                       "(default reproduce/FIGURE-SCALE)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting of every cell, e.g. --set device=cuda."),
+    emit: Optional[str] = typer.Option(None, "--emit", help="slurm: write an array script (one task per cell) and "
+                                       "the drawing step instead of running."),
+    cell: Optional[int] = typer.Option(None, "--cell", help="Run only this cell (a Slurm array task)."),
+    draw_only: bool = typer.Option(False, "--draw-only", help="Only draw and test the claims (cells done)."),
+    json_out: bool = typer.Option(False, "--json", help="Print claims.json's content as JSON."),
+    quiet: bool = _quiet_option(),
+):
+    """Reproduce a figure of the paper: its grid × seeds recorded and analysed, the figure drawn in the
+    paper's layout, each of its claims tested (DIR/FIGURE.png, DIR/claims.json)."""
+    import json as json_mod
+
+    from telecli.reproduce import FIGURES
+    from telecli.reproduce.runner import reproduce as do_reproduce
+
+    names = sorted(FIGURES, key=lambda n: int(n[3:])) if figure == "all" else [figure]
+    for name in names:
+        where = (out / name if out else None) if figure == "all" else out
+        doc = do_reproduce(name, scale=scale, seeds=seeds, jobs=jobs, out=where, sets=set_, emit=emit, cell=cell,
+                           draw_only=draw_only, progress=not quiet, argv=sys.argv[1:])
+        if json_out:
+            print(json_mod.dumps(doc, indent=1))
+        elif "claims" in doc:
+            for c in doc["claims"]:
+                print(f"{'holds' if c['holds'] else 'DOES NOT HOLD'}: {c['claim']}")
+            print(f"wrote {doc['figure_file']} and claims.json ({doc['holding']} of {len(doc['claims'])} claims hold)")
+        elif "emitted" in doc:
+            print(f"wrote {doc['emitted'][0]} and {doc['emitted'][1]}: sbatch the first, then the second with "
+                  f"--dependency=afterok:JOBID")
 
 
 lmc_app = typer.Typer(
@@ -320,6 +385,7 @@ def lmc_interpolate(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     quiet: bool = _quiet_option(),
+    as_json: bool = _json_option("a summary of the file written (barriers and gradient change per spawn step)"),
 ):
     """Loss/accuracy of weight average, α-weighted mean and ensemble along α; barriers; gradient change → HDF5."""
     from telecli.jobs.lmc import run_interpolate
@@ -327,7 +393,11 @@ def lmc_interpolate(
     path = run_interpolate(sources, out, alpha=alpha, bn=bn, points=points, gradients=gradients, delta=delta,
                            grad_points=grad_points, reduction=logits, seed=seed, bn_points=bn_points, device=device,
                            max_memory=max_memory, overwrite=overwrite, progress=not quiet)
-    if not quiet:
+    if as_json:
+        from telecli.report import lmc_document, to_json
+
+        print(to_json(lmc_document(path)))
+    elif not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure lmc)")
 
 
@@ -344,13 +414,18 @@ def lmc_gradients(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Working-memory budget, e.g. 4G."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     quiet: bool = _quiet_option(),
+    as_json: bool = _json_option("a summary of the file written (gradient change by layer per step)"),
 ):
     """Only the gradient change by layer, mean (∂f_{t'+Δ} − ∂f_{t'})², of one run (no children needed)."""
     from telecli.jobs.lmc import run_gradients
 
     path = run_gradients(run, at, out, delta=delta, points=points, reduction=logits, seed=seed, device=device,
                          max_memory=max_memory, overwrite=overwrite, progress=not quiet)
-    if not quiet:
+    if as_json:
+        from telecli.report import lmc_document, to_json
+
+        print(to_json(lmc_document(path)))
+    elif not quiet:
         print(f"wrote {path}  (plot: telecli plot {path} --figure lmc)")
 
 
@@ -359,18 +434,19 @@ app.add_typer(lmc_app, name="lmc")
 
 def resume_command(argv: list[str]) -> str:
     """The command that continues an interrupted job: ``record``/``branch`` with ``--resume`` (and without
-    ``--overwrite``, which would start again); every other long job resumes when the same command is rerun.
+    ``--overwrite``, which would start again); every other long job resumes from its partial file when the
+    same command is rerun (its ``--overwrite`` kept: the old complete file may still be there).
 
     >>> resume_command(["telecli", "record", "a.toml", "--out", "r", "--overwrite"])
     'telecli record a.toml --out r --resume'
-    >>> resume_command(["telecli", "telescope", "r", "--every", "10"])
-    'telecli telescope r --every 10'
+    >>> resume_command(["telecli", "telescope", "r", "--every", "10", "--overwrite"])
+    'telecli telescope r --every 10 --overwrite'
     """
     import shlex
 
-    args = [a for a in argv[1:] if a != "--overwrite"]
-    if args and args[0] in ("record", "branch") and "--resume" not in args:
-        args.append("--resume")
+    args = list(argv[1:])
+    if args and args[0] in ("record", "branch"):
+        args = [a for a in args if a != "--overwrite"] + ([] if "--resume" in args else ["--resume"])
     return " ".join(["telecli", *map(shlex.quote, args)])
 
 
@@ -383,6 +459,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print(f"telecli: interrupted; continue with: {resume_command(sys.argv)}", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer turns Ctrl-C into exit code 130 before it reaches here
+            print(f"telecli: interrupted; continue with: {resume_command(sys.argv)}", file=sys.stderr)
+        raise
     except OSError as e:  # the filesystem refused (read-only, full, permissions, a file where a folder is needed)
         where = f": {e.filename}" if e.filename else ""
         print(f"telecli: error: cannot write or read{where}: {e.strerror or e} (choose another --out or fix "

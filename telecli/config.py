@@ -159,7 +159,7 @@ class StoreConfig:
     every: int = setting(1, low=1)  # store θ_t for t % every == 0 (and the last step)
     log_points: int = setting(0, low=0)  # > 0: instead store ~log_points log-spaced steps
     steps: list[int] = setting([], item=Rule(low=0, kind=int))  # extra steps always stored (e.g. LMC spawn points)
-    shard_mb: float = setting(16.0, above=0.0)  # target shard size; steps per shard are fixed when the run starts
+    shard_mb: float = setting(16.0, low=0.0)  # 0: one stored step per shard; target shard size; steps per shard are fixed when the run starts
     optimizer_state: bool = True  # store momentum buffers / Adam moments per stored step
 
 

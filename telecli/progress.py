@@ -20,10 +20,12 @@ class Progress:
         if self.enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
             from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.console import Console
 
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False,
+                console=Console(stderr=True),  # stdout carries the results (--json), even on a terminal
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, info="")

@@ -137,7 +137,7 @@ def test_polynomial_grokking_effective_parameters_diverge(tmp_path, one_thread):
 # The test error does not show a clean second descent at these sizes (0.24, 0.23, 0.22, 0.23); not asserted.
 DD_WIDTHS = (2, 3, 10, 100)
 DOUBLE_DESCENT = ["task.n_train=100", "train.momentum=0.0", "train.batch_size=0", "train.lr=0.05",
-                  "train.steps=2000", "store.every=0", "store.log_points=4"]
+                  "train.steps=2000", "store.log_points=4"]
 
 
 def test_double_descent_test_effective_parameters_fall_past_threshold(tmp_path, one_thread):
@@ -174,3 +174,15 @@ def test_double_descent_test_effective_parameters_fall_past_threshold(tmp_path, 
     # before the threshold p_test ≥ p_train; well past it p_test falls far below p_train
     assert p_test[0] > p_train[0] - 2.0  # measured 79.9 vs 67.2
     assert p_train[-1] - p_test[-1] >= 19.0  # measured 38.1
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TELECLI_FINDINGS"),
+                    reason="minutes per figure: set TELECLI_FINDINGS=1 (not run by make test / CI)")
+@pytest.mark.timeout(1800)
+def test_reproduce_fig7_small_every_setting_beats_linearisation(tmp_path):
+    """telecli reproduce fig7 --scale small --seeds 2: in each of the five settings the telescoping
+    model's error is ≥ 10× below the linearisation's at the last step (measured here: 46–363×)."""
+    from telecli.reproduce.runner import reproduce
+
+    doc = reproduce("fig7", scale="small", seeds=2, jobs=2, out=tmp_path, progress=False)
+    assert len(doc["claims"]) == 5 and all(c["holds"] for c in doc["claims"]), doc["claims"]

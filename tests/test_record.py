@@ -43,14 +43,7 @@ OPTIMIZERS = {  # name → (overrides, number of per-parameter optimiser state t
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: intra-op threads only add contention for these tiny tensors (and the killed
-    subprocesses run with one thread too, so both sides compute alike)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def all_hashes(folder: Path) -> dict[str, str]:
@@ -362,10 +355,17 @@ def test_bad_inputs_exit_2_and_leave_existing_files_untouched(tmp_path):
     code, _, err = cli("record", cfg, "--out", run, "--quiet", *sets("train.steps=5"))
     assert_one_line_error(code, err, "already exists", "--overwrite")
     assert all_hashes(run) == before
-    # --resume of a run that does not exist; of a run recorded with another configuration.
-    code, _, err = cli("record", cfg, "--out", tmp_path / "ghost", "--quiet", "--resume")
-    assert_one_line_error(code, err, "cannot resume", "ghost")
-    assert not (tmp_path / "ghost").exists()
+    # --resume of a run that does not exist (or was killed before its run.json) starts it from scratch;
+    # a folder without run.json holding files telecli did not write is refused.
+    code, _, err = cli("record", cfg, "--out", tmp_path / "ghost", "--quiet", "--resume", *sets("train.steps=5"))
+    assert code == 0, err
+    assert run_hashes(tmp_path / "ghost") == run_hashes(run)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    code, _, err = cli("record", cfg, "--out", tmp_path / "foreign", "--quiet", "--resume")
+    assert_one_line_error(code, err, "cannot resume", "foreign", "notes.txt")
+    assert [p.name for p in (tmp_path / "foreign").iterdir()] == ["notes.txt"]
+    # --resume of a run recorded with another configuration.
     # resume a complete run: nothing to do, nothing changed
     code, out, err = cli("record", cfg, "--out", run, "--quiet", "--resume", *sets("train.steps=5"))
     assert code == 0 and "already complete" in out and all_hashes(run) == before

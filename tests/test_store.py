@@ -27,13 +27,7 @@ from telecli.train.optim import learning_rate
 N_PARAMS = 6 * 12 + 12 + 12 * 12 + 12 + 12 + 1  # 253
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: intra-op threads only add contention for these tiny tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def record(tmp_path: Path, name: str, *overrides: str) -> Path:

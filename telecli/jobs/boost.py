@@ -100,10 +100,13 @@ def fit_gbt(x, y, gbt: GBTSettings, seed: int):
 
 def train_nn(x_train, y_train, nn: NNSettings, seed: int, device, dtype: str, *, x_test=None, y_test=None,
              run_dir: Path | None = None, task_info: dict | None = None, run_id: str | None = None,
-             overwrite: bool = False, progress: bool = False, label: str = "train NN"):
+             overwrite: bool = False, resume: bool = False, progress: bool = False, label: str = "train NN"):
     """Train the MLP with plain SGD on ½(f − y)² (batch mean) through telecli.train.loop (batches from
     ``BatchOrder(seed)``, as ``telecli record``). With ``run_dir`` every step is recorded (θ_t, B_t, γ_t);
-    returns the model in eval mode. A non-finite loss raises NonFiniteError (search draws catch it)."""
+    returns the model in eval mode. A non-finite loss raises NonFiniteError (search draws catch it).
+    ``resume``: a run already in ``run_dir`` (of the same job: the caller checks) is continued, or its
+    θ_T loaded when it is complete; without a manifest the run starts afresh."""
+    from telecli.store.trajectory import MANIFEST, Trajectory, read_manifest
     from telecli.train import loop
 
     cfg = nn.run_config(seed, dtype)
@@ -112,11 +115,28 @@ def train_nn(x_train, y_train, nn: NNSettings, seed: int, device, dtype: str, *,
     setup = loop.setup_arrays(cfg, device, x_train, y_col(y_train), None if x_test is None else np.asarray(x_test),
                               y_col(y_test), task_info or {}, (x_train.shape[1],), 1)
     order = loop.BatchOrder(setup.x_train.shape[0], cfg.train.batch_size, seed)
-    rec = None
+    rec, start = None, 0
     if run_dir is not None:
+        manifest = read_manifest(run_dir) if resume and (Path(run_dir) / MANIFEST).is_file() else None
+        if manifest is not None and run_id and manifest.get("run_id") != run_id:
+            raise TelecliError(f"{run_dir} holds another run ({manifest.get('run_id')}); pass --overwrite to replace it")
+        status = str((manifest or {}).get("status", ""))
+        if status.startswith("stopped"):
+            raise NonFiniteError(f"{run_dir} stopped on a non-finite loss ({status}); lower --nn-lr and pass "
+                                 f"--overwrite")
+        if status == "complete":
+            traj = Trajectory(run_dir)
+            loop.restore(setup, traj, traj.last_step, opt_step=0)
+            return setup.model.eval()
+        if manifest is None and resume:
+            loop.clear_unstarted(Path(run_dir))  # killed before its manifest
+        go_on = manifest is not None and bool(manifest["shards"])
         rec = loop.open_recorder(setup, cfg, run_dir, order, config={"_run_id": run_id} if run_id else None,
-                                 overwrite=overwrite)
-    loop.fit(setup, cfg, order, rec=rec, progress=progress, label=label)
+                                 overwrite=overwrite or (manifest is not None and not go_on), resume=go_on)
+        if go_on:
+            start = rec.step_count
+            loop.restore(setup, Trajectory(run_dir), start, opt_step=start)
+    loop.fit(setup, cfg, order, start=start, rec=rec, progress=progress, label=label)
     return setup.model.eval()
 
 
@@ -237,15 +257,70 @@ def _label(p: float) -> str:
     return f"p{p:g}"
 
 
+JOB_FILE = "boost-job.json"  # OUT/boost-job.json: the configuration OUT/nn was started with (resumption)
+_NOT_IN_JOB = ("device", "max_memory", "description")  # settings that do not change the results
+
+
+def _job(cfg: BoostConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_JOB}
+
+
+def _stored_job(out: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((out / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_out(out: Path, h5_path: Path, nn_dir: Path, job: dict[str, Any], overwrite: bool) -> bool:
+    """Whether OUT holds the work of this same job (to be continued). Another job's OUT (or an OUT/nn
+    without OUT/boost-job.json) is refused without ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise TelecliError(f"--out {out} is a file; give a folder")
+    if h5_path.exists() and not overwrite:
+        raise TelecliError(f"{h5_path} already exists; pass --overwrite to replace it")
+    started = (nn_dir.exists() and any(nn_dir.iterdir())) or (out / JOB_FILE).exists()
+    if not started:
+        return False
+    stored = _stored_job(out)
+    if stored is not None and stored.get("config") == job["config"] and (
+            "data_sha256" not in job or stored.get("data_sha256") == job["data_sha256"]):
+        return True
+    if not overwrite:
+        what = "another configuration" if stored is not None else "an unknown configuration"
+        raise TelecliError(f"{out} holds a boost run of {what} ({nn_dir} exists); rerun with the same settings to "
+                           f"continue it, or pass --overwrite to replace it")
+    return False
+
+
+def _reset_out(out: Path, h5_path: Path, nn_dir: Path) -> None:
+    """--overwrite of another job's OUT: the job file first, then boost.h5, then OUT/nn."""
+    import shutil
+
+    from telecli.store.trajectory import MANIFEST
+    from telecli.train.loop import clear_unstarted
+
+    (out / JOB_FILE).unlink(missing_ok=True)
+    h5_path.unlink(missing_ok=True)
+    if (nn_dir / MANIFEST).is_file():
+        shutil.rmtree(nn_dir)
+    else:
+        clear_unstarted(nn_dir)  # refuses a folder that is not telecli's
+
+
 def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Path:
-    """The whole comparison; writes OUT/boost.h5 and the run directory OUT/nn. Returns the h5 path."""
+    """The whole comparison; writes OUT/boost.h5 and the run directory OUT/nn. Returns the h5 path.
+
+    Rerunning the same command after a kill or Ctrl-C continues it: OUT/nn resumes (or is reused when
+    complete), its telescope resumes from OUT/nn/lens.h5.partial, the GBT side is recomputed; the
+    result equals an uninterrupted run."""
     cfg = validate_boost(cfg)
     out = Path(out)
     h5_path, nn_dir = out / "boost.h5", out / "nn"
-    if h5_path.exists() and not overwrite:
-        raise TelecliError(f"{h5_path} already exists; pass --overwrite to replace it")
-    if nn_dir.exists() and any(nn_dir.iterdir()) and not overwrite:
-        raise TelecliError(f"{nn_dir} already exists and is not empty; pass --overwrite to replace it")
+    job = {"config": _job(cfg)}
+    _check_out(out, h5_path, nn_dir, job, overwrite)  # fail fast, before the data is read
     props = cfg.proportions
     added_zero = 0.0 not in props
     if added_zero:  # the reference of the relative MSE (method.md §4.4)
@@ -262,6 +337,24 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
         print(f"note: mixture size {cfg.mixture_size} capped to {sp.info['mixture_size']} (irregular pool "
               f"{len(sp.info['irregular'])}, regular-test {len(sp.info['regular_test'])})", file=sys.stderr)
     name = table_name(cfg.data, meta)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for a in (X, y):
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    job["data_sha256"] = digest.hexdigest()
+    # The inputs are good: from here on OUT belongs to this job, and rerunning the command (even without
+    # --overwrite, as telecli's "continue with:" line prints it) continues it.
+    if _check_out(out, h5_path, nn_dir, job, overwrite):
+        h5_path.unlink(missing_ok=True)  # --overwrite of this job's own result: recomputed, OUT/nn reused
+    else:
+        from telecli.store.atomic import atomic_write_json, make_dirs
+
+        _reset_out(out, h5_path, nn_dir)
+        make_dirs(out)
+        atomic_write_json(out / JOB_FILE, job)
 
     from telecli.lens.boost import boosting_smoother, normalised_max_kernel_norm, relative_mse, tree_kernel_norms
     from telecli.lens.smoother import effective_parameters
@@ -314,7 +407,7 @@ def run_boost(cfg: BoostConfig, out: str | Path, *, overwrite: bool = False, pro
     }
     run_id = f"boost-{name}-s{cfg.seed}"
     model = train_nn(sp.x_train, sp.y_train, nn_settings, cfg.seed, device, cfg.dtype, x_test=sp.x_test,
-                     y_test=sp.y_test, run_dir=nn_dir, task_info=task_info, run_id=run_id, overwrite=overwrite,
+                     y_test=sp.y_test, run_dir=nn_dir, task_info=task_info, run_id=run_id, resume=True,
                      progress=progress, label="record NN")
     pred_nn_tr = predict_nn(model, sp.x_train, device, dtype)
     pred_nn_te = predict_nn(model, sp.x_test, device, dtype)
@@ -435,28 +528,10 @@ def summary_rows(path: str | Path) -> list[dict[str, float]]:
 
 
 def print_summary(path: str | Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """The table ``telecli boost`` prints (built in telecli.report, with the other commands' summaries)."""
+    from telecli.report import print_boost_summary
 
-    from telecli.store.results import open_results
-
-    rows = summary_rows(path)
-    with open_results(path) as f:
-        title = (f"NN vs GBT on {f.attrs.get('dataset')} (seed {f.attrs.get('seed')}, mixtures of "
-                 f"{f.attrs.get('mixture_size')}; MSE of the standardised target)")
-    table = Table(title=title, title_justify="left")
-    heads = [("p", "proportions", "{:g}"), ("n irr", "n_irregular", "{:.0f}"), ("MSE NN", "mse_nn", "{:.4f}"),
-             ("MSE GBT", "mse_gbt", "{:.4f}"), ("rel MSE", "relative_mse", "{:.3f}"),
-             ("‖k‖ NN", "kernel_norm_nn", "{:.3f}"), ("‖k‖ GBT", "kernel_norm_gbt", "{:.3f}")]
-    if rows and "telescoping_error_nn" in rows[0]:
-        heads.append(("|f−f̃| NN", "telescoping_error_nn", "{:.1e}"))
-    for h, _, _ in heads:
-        table.add_column(h, justify="right")
-    for r in rows:
-        table.add_row(*[fmt.format(r[k]) for _, k, fmt in heads])
-    Console().print(table)
-    print("rel MSE = (MSE^p_NN − MSE^p_GBT)/(MSE^0_NN − MSE^0_GBT); ‖k‖ = normalised max kernel-weight norm "
-          "(mean_t max over the mixture / mean_t max over train), method.md §4.4")
+    print_boost_summary(path)
 
 
 __all__ = ["run_boost", "print_summary", "summary_rows", "nn_kernel_norms", "make_split", "train_nn",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,12 +167,12 @@ def spawn(run: str | Path, at: str | list[int], *, pairs: int = 1, out: str | Pa
         else:
             if progress:
                 print(f"lmc spawn: child {i}/{len(mine)}  t'={c['t']} pair {c['pair']} {c['side']}  → {d}",
-                      flush=True)
+                      file=sys.stderr, flush=True)
             from telecli.train.loop import run_training
 
             d.parent.mkdir(parents=True, exist_ok=True)
-            run_training(ccfg, d, resume=state != "new", progress=progress,
-                         parent={"run": parent_abs, "at": c["t"]})
+            # resume=True also for a 'new' child: one killed before its manifest starts afresh
+            run_training(ccfg, d, resume=True, progress=progress, parent={"run": parent_abs, "at": c["t"]})
         share_data(run, d)
     return out
 
@@ -401,7 +402,7 @@ def run_interpolate(sources: list[str | Path], out: str | Path | None = None, *,
     if gradients and src.parent is not None and any(t >= 0 for t in steps):
         grad = _GradientPlan(src.parent, steps, delta, grad_points, seed, reduction, dev, dtype, max_memory)
     elif gradients and progress:
-        print("lmc interpolate: no parent run found, gradient change skipped", flush=True)
+        print("lmc interpolate: no parent run found, gradient change skipped", file=sys.stderr, flush=True)
 
     seeds = np.full((S, K, 2), -1, dtype=np.int64)
     dirs = np.full((S, K, 2), "", dtype=object)

@@ -26,6 +26,7 @@ from telecli.jobs.common import rebuild_network, select_points
 from telecli.options import parse_count, parse_points, parse_shard
 from telecli.runtime import DTYPES, activation_elements, device_for, parse_memory, plan_memory, with_oom_backoff
 from telecli.progress import Progress
+from telecli.store.labels import label
 from telecli.store.results import SPLITS, ResultsWriter, open_results, partial_path
 from telecli.store.trajectory import BUFFER, THETA, Trajectory
 from telecli.train.replay import Replayer, dense_states
@@ -471,6 +472,7 @@ def _merge_columns(parts, files, tmp: Path, ref: h5py.File) -> None:
                 del g[name]
                 g[name] = np.concatenate([f[name][...] for f in files], axis=1)
         summarise(g, str(ref.attrs["loss"]))
+        label(g)  # the copied labels pointed into the shard files
 
 
 def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
@@ -526,6 +528,7 @@ def merge(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> 
                 if name in ref:  # computed from every training row: the same in every shard
                     g[name] = ref[name][...]
             summarise(g, str(ref.attrs["loss"]))
+            label(g)
         os.replace(tmp, out)
         return out
     finally:

@@ -20,6 +20,7 @@ import numpy as np
 from telecli import __version__
 from telecli.errors import TelecliError
 from telecli.store.atomic import make_dirs
+from telecli.store.labels import label  # named axes of every dataset (docs/format.md "dims")
 
 SPLITS = ("train", "test")
 
@@ -101,6 +102,7 @@ class ResultsWriter:
             summarise(self.f)
         for name in [n for n in self.f if n.startswith("_")]:
             del self.f[name]
+        label(self.f)
         self.f.attrs["complete"] = True
         self.f.close()
         os.replace(self.partial, self.path)
@@ -142,6 +144,7 @@ def write_results(path: Path, tree: dict[str, Any], attrs: dict[str, Any]) -> Pa
             for k, v in provenance(attrs).items():
                 f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) or v is None else v
             _write_tree(f, tree)
+            label(f)
             f.attrs["complete"] = True
         os.replace(tmp, path)
     except BaseException:

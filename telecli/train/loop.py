@@ -138,11 +138,47 @@ def open_recorder(setup: Setup, cfg: RunConfig, run_dir: str | Path, order: Batc
     )
 
 
+def clear_unstarted(run_dir: Path) -> None:
+    """Make ``run_dir`` (no run.json) ready for a fresh start: remove what a run killed before its
+    manifest can have left (temporary files of telecli's atomic writes, provenance.json, data.safetensors,
+    an empty trajectory/ folder); refuse a folder holding anything else."""
+    from telecli.store.trajectory import DATA, SHARD_DIR
+    from telecli.train.recorder import _remove_stale_tmp
+
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise TelecliError(f"{run_dir} is a file, not a run directory; choose another --out")
+    _remove_stale_tmp(run_dir)
+    _remove_stale_tmp(run_dir / SHARD_DIR)
+    left = list(run_dir.iterdir())
+    ours = lambda p: p.name in ("provenance.json", DATA) or (  # noqa: E731
+        p.name == SHARD_DIR and p.is_dir() and not any(p.iterdir()))
+    foreign = sorted(p.name for p in left if not ours(p))
+    if foreign:
+        raise TelecliError(f"cannot resume {run_dir}: it has no {MANIFEST} and holds files telecli did not write "
+                           f"({', '.join(foreign[:3])}); pick another --out")
+    for p in left:
+        p.rmdir() if p.is_dir() else p.unlink()
+
+
 def fit(setup: Setup, cfg: RunConfig, order: BatchOrder, *, start: int = 0, rec: Recorder | None = None,
         progress: bool = True, label: str = "train") -> None:
     """Steps start+1 … ``cfg.train.steps`` of :func:`train_step`, each recorded when ``rec`` is given
     (closed "complete" at the end). A non-finite loss closes the record as stopped and raises
-    NonFiniteError (the steps before it are kept)."""
+    NonFiniteError (the steps before it are kept). Ctrl-C (KeyboardInterrupt) leaves the record as a kill
+    would, with status "interrupted" (:meth:`Recorder.interrupt`): resuming it gives the files of an
+    uninterrupted run."""
+    try:
+        _fit(setup, cfg, order, start, rec, progress, label)
+    except KeyboardInterrupt:
+        if rec is not None:
+            rec.interrupt()
+        raise
+
+
+def _fit(setup: Setup, cfg: RunConfig, order: BatchOrder, start: int, rec: Recorder | None, progress: bool,
+         label: str) -> None:
     setup.model.train()
     T = cfg.train.steps
     with Progress(T - start, label, enabled=progress) as bar:
@@ -173,7 +209,9 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     if resume and not (run_dir / MANIFEST).is_file():
-        raise TelecliError(f"cannot resume {run_dir}: no {MANIFEST} there (start it without --resume)")
+        # killed before its manifest was written (data loading, model building), or never started: start it
+        clear_unstarted(run_dir)
+        resume = False
     if resume:
         manifest = read_manifest(run_dir)
         stored = manifest.get("config") or {}

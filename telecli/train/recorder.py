@@ -98,7 +98,7 @@ def _check_arguments(train, test, model_factory, every, log_points, shard_mb, to
 
     every = check_value(every, int, "Recorder every", low=1)
     log_points = check_value(log_points, int, "Recorder log_points", low=0)
-    shard_mb = check_value(shard_mb, float, "Recorder shard_mb", above=0)
+    shard_mb = check_value(shard_mb, float, "Recorder shard_mb", low=0)  # 0: one stored step per shard
     check_value(start_step, int, "Recorder start_step", low=0)
     if total_steps is not None:
         total_steps = check_value(total_steps, int, "Recorder total_steps", low=1)
@@ -337,6 +337,26 @@ class Recorder:
         if self.writer.manifest["last_step"] != self.step_count and status == "complete":
             self.writer.add_state(self.step_count, self._snapshot())  # always end on a stored step
         self.writer.close(status)
+
+    def interrupt(self, status: str = "interrupted") -> None:
+        """Stop on Ctrl-C as a kill would: the shard being written is finished, the steps buffered since
+        are dropped (resuming recomputes them, so the shards are those of an uninterrupted run, byte for
+        byte) and the manifest records ``status`` with ``last_step`` at the last written shard."""
+        if self._closed:
+            return
+        self._closed = True
+        self.watch.close()
+        w = self.writer
+        try:
+            w._wait()
+        except Exception:  # a failed shard write: the manifest on disk lists the shards before it
+            return
+        shards = w.manifest["shards"]
+        if not shards:
+            return  # nothing stored yet: --resume starts again from scratch
+        w.manifest["last_step"] = shards[-1]["last_step"]
+        w.manifest["status"] = status
+        w.write_manifest()
 
     def __enter__(self) -> "Recorder":
         return self

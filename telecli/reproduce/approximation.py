@@ -1,0 +1,212 @@
+"""Figs. 2, 7 and 8: how well the telescoping model and the linearisation follow the network (method.md
+§2): the five settings SGD, AdamW, SGD + momentum, SGD + weight decay, SGD + σ(·) (Figs. 7, 8), and a
+learning-rate sweep of SGD and AdamW (Fig. 2; the paper does not state its γ, method.md §2 GAP: the
+recommended sweep). Small scale: the small presets of sample_runs/ (digits 3 vs 5, width 32, 400
+steps); paper scale: sample_runs/paper/ (MNIST 3 vs 5, width 200, 5000 steps, 4 seeds).
+
+The claims (method.md §6) are tested on the test split, each number the mean over seeds:
+- Fig. 7: in every setting the telescoping error is below the linearisation's by orders of magnitude
+  (≥ 10× at the last step);
+- Fig. 8: the telescoping model's accuracy follows the network's (largest gap over the steps ≤ 0.02)
+  while the linearisation's drifts later in training (largest gap over the second half ≥ 5× that);
+- Fig. 2: the error grows with γ; at a γ both use, AdamW's error is larger than SGD's (it needs a
+  smaller γ); telescoping beats linearisation at every γ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from telecli.reproduce.cells import Cell
+
+SETTINGS = (  # (the paper's name, the preset)
+    ("SGD", "approx-sgd"),
+    ("AdamW", "approx-adamw"),
+    ("SGD + momentum", "approx-momentum"),
+    ("SGD + weight decay", "approx-weight-decay"),
+    ("SGD + σ(·)", "approx-sigmoid"),
+)
+SWEEP = {"SGD": (1e-3, 1e-2, 1e-1), "AdamW": (1e-5, 1e-4, 1e-3)}  # method.md §2 [I] recommendation
+PAPER_SEEDS = 4
+ORDERS = 10.0  # "by orders of magnitude": at least one
+FOLLOWS = 0.02  # largest accuracy gap of a model that "is visually indistinguishable" from the network
+DRIFT = 5.0  # the linearisation's gap late in training, as a multiple of the telescoping model's
+
+
+def _preset(name: str, scale: str) -> str:
+    return name if scale == "small" else f"paper/{name}"
+
+
+def _seeds(scale: str, seeds: int) -> range:
+    return range(seeds or (PAPER_SEEDS if scale == "paper" else 2))
+
+
+def settings_grid(scale: str, seeds: int) -> list[Cell]:
+    return [Cell(_preset(preset, scale), (), s, tags={"setting": label})
+            for label, preset in SETTINGS for s in _seeds(scale, seeds)]
+
+
+def sweep_grid(scale: str, seeds: int) -> list[Cell]:
+    presets = dict(SETTINGS)
+    return [Cell(_preset(presets[label], scale), (f"train.lr={lr:g}",), s, tags={"setting": label, "lr": lr})
+            for label, lrs in SWEEP.items() for lr in lrs for s in _seeds(scale, seeds)]
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+def _by(cells: list[Cell], *keys: str) -> dict[tuple, list[Cell]]:
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(tuple(c.tags[k] for k in keys), []).append(c)
+    return groups
+
+
+def _read(cells: list[Cell], out: Path, name: str) -> np.ndarray:
+    """The dataset ``name`` of every cell's results file, stacked over seeds: (seeds, …)."""
+    from telecli.store.results import open_results
+
+    rows = []
+    for c in cells:
+        with open_results(c.results(out)) as f:
+            rows.append(np.asarray(f[name][...], dtype=float))
+    return np.stack(rows)
+
+
+def _points(cells: list[Cell], out: Path) -> int:
+    from telecli.store.results import open_results
+
+    with open_results(cells[0].results(out)) as f:
+        return int(f["test/index"].shape[0])
+
+
+def _open(cells: list[Cell], out: Path):
+    from telecli.plots.seeds import SeedGroup
+    from telecli.store.results import open_results
+
+    return SeedGroup([open_results(c.results(out)) for c in cells])
+
+
+def _close(groups) -> None:
+    for g in groups:
+        for f in g.members:
+            f.close()
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+def draw_settings(cells: list[Cell], out: Path, path: Path) -> None:
+    from telecli.plots.approximation import draw_panels
+
+    groups = {k[0]: _open(v, out) for k, v in _by(cells, "setting").items()}
+    try:
+        draw_panels([(name, [g], [f"{g.n} seeds" if g.n > 1 else "1 seed"]) for name, g in groups.items()], path)
+    finally:
+        _close(groups.values())
+
+
+def draw_sweep(cells: list[Cell], out: Path, path: Path) -> None:
+    from telecli.plots.approximation import draw_panels
+
+    panels = []
+    opened = []
+    for (name,), members in _by(cells, "setting").items():
+        by_lr = _by(members, "lr")
+        groups = [_open(v, out) for v in by_lr.values()]
+        opened += groups
+        panels.append((name, groups, [rf"$\gamma$={lr:g}" for (lr,) in by_lr]))
+    try:
+        draw_panels(panels, path)
+    finally:
+        _close(opened)
+
+
+def draw_accuracy(cells: list[Cell], out: Path, path: Path) -> None:
+    from telecli.plots import plot
+
+    plot([c.results(out) for c in cells], "accuracy", out=path, labels=[c.tags["setting"] for c in cells])
+
+
+# -------------------------------------------------------------------------------------------- claims
+
+def _errors(cells: list[Cell], out: Path) -> tuple[float, float]:
+    """Mean over seeds of the test approximation errors at the last step: (telescoping, linearised)."""
+    tel = _read(cells, out, "test/approx_error_telescoped")[:, -1].mean()
+    lin = _read(cells, out, "test/approx_error_linearized")[:, -1].mean()
+    return float(tel), float(lin)
+
+
+def claims_settings(cells: list[Cell], out: Path) -> list[dict]:
+    claims = []
+    for (name,), members in _by(cells, "setting").items():
+        tel, lin = _errors(members, out)
+        ratio = lin / tel if tel > 0 else float("inf")
+        claims.append({"claim": f"{name}: the telescoping model's test error is below the linearisation's by "
+                                f"orders of magnitude (≥ {ORDERS:g}× at the last step)",
+                       "numbers": {"telescoping_error": tel, "linearized_error": lin, "ratio": ratio,
+                                   "seeds": len(members)},
+                       "holds": bool(ratio >= ORDERS)})
+    return claims
+
+
+def claims_accuracy(cells: list[Cell], out: Path) -> list[dict]:
+    claims = []
+    for (name,), members in _by(cells, "setting").items():
+        err = {k: _read(members, out, f"test/error_{k}") for k in ("actual", "telescoped", "linearized")}
+        gap_tel = np.abs(err["telescoped"] - err["actual"]).max(axis=1).mean()
+        mean_gap_tel = np.abs(err["telescoped"] - err["actual"]).mean(axis=1).mean()
+        half = err["actual"].shape[1] // 2
+        gap_lin = np.abs(err["linearized"] - err["actual"])[:, half:].max(axis=1).mean()
+        accuracy = 1 - err["actual"][:, -1].mean()
+        claims.append({"claim": f"{name}: the telescoping model's test accuracy follows the network's (largest "
+                                f"gap ≤ {FOLLOWS:g})",
+                       "numbers": {"largest_gap_telescoping": float(gap_tel),
+                                   "mean_gap_telescoping": float(mean_gap_tel), "final_accuracy": float(accuracy),
+                                   "test_points": _points(members, out),
+                                   "seeds": len(members)},
+                       "holds": bool(gap_tel <= FOLLOWS)})
+        claims.append({"claim": f"{name}: the linearisation's accuracy drifts from the network's later in "
+                                f"training (largest gap in the second half ≥ {DRIFT:g}× the telescoping model's)",
+                       "numbers": {"largest_gap_linearized_late": float(gap_lin),
+                                   "largest_gap_telescoping": float(gap_tel)},
+                       "holds": bool(gap_lin > 0 and gap_lin >= DRIFT * gap_tel)})
+    return claims
+
+
+def claims_sweep(cells: list[Cell], out: Path) -> list[dict]:
+    claims = []
+    tel_at: dict[tuple[str, float], float] = {}
+    for (name, lr), members in _by(cells, "setting", "lr").items():
+        tel, lin = _errors(members, out)
+        tel_at[(name, lr)] = tel
+        claims.append({"claim": f"{name} γ={lr:g}: telescoping beats linearisation by orders of magnitude",
+                       "numbers": {"telescoping_error": tel, "linearized_error": lin, "ratio": lin / tel},
+                       "holds": bool(lin >= ORDERS * tel)})
+    for name, lrs in SWEEP.items():
+        errs = [tel_at[(name, lr)] for lr in lrs]
+        claims.append({"claim": f"{name}: the telescoping error is smaller for smaller γ",
+                       "numbers": {f"γ={lr:g}": e for lr, e in zip(lrs, errs)},
+                       "holds": bool(np.all(np.diff(errs) > 0))})
+    common = sorted(set(SWEEP["SGD"]) & set(SWEEP["AdamW"]))
+    for lr in common:
+        a, s = tel_at[("AdamW", lr)], tel_at[("SGD", lr)]
+        claims.append({"claim": f"AdamW needs a smaller γ than SGD: at γ={lr:g} its telescoping error is larger",
+                       "numbers": {"adamw": a, "sgd": s}, "holds": bool(a > s)})
+    return claims
+
+
+def _figures():
+    from telecli.reproduce import Figure
+
+    return (
+        Figure("fig2", "Approximation quality of SGD and AdamW across learning rates", sweep_grid, draw_sweep,
+               claims_sweep),
+        Figure("fig7", "Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)",
+               settings_grid, draw_settings, claims_settings),
+        Figure("fig8", "Test accuracy of the telescoping model and the linearisation against the network",
+               settings_grid, draw_accuracy, claims_accuracy),
+    )
+
+
+FIGURES = _figures()

@@ -1,0 +1,124 @@
+"""telecli reproduce: cells named by their settings and skipped when done, resumed after an
+interruption, the Slurm array script, the figures' claims tested on results files whose answers are
+known (fabricated in the format of docs/format.md), and one real grid of tiny runs end to end.
+
+The small-scale figures themselves (minutes each) are run by tests/test_findings.py when
+TELECLI_FINDINGS=1 is set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import cli, write_cfg
+from telecli.errors import TelecliError
+from telecli.reproduce import FIGURES, Figure, approximation, get
+from telecli.reproduce.cells import Cell
+from telecli.reproduce.runner import expand, reproduce
+from test_plots import fabricate
+
+
+def test_every_figure_expands_at_both_scales_into_uniquely_named_cells():
+    for name, fig in FIGURES.items():
+        for scale in ("small", "paper"):
+            cells = expand(fig, scale, 0 if scale == "paper" else 2, [])
+            assert len({c.digest() for c in cells}) == len(cells), (name, scale)
+            assert all(c.preset_path().is_file() for c in cells), (name, scale)
+    assert len(expand(get("fig7"), "small", 2, [])) == 10  # 5 settings × 2 seeds
+    assert len(expand(get("fig7"), "paper", 0, [])) == 20  # the paper's 4 seeds
+    assert len(expand(get("fig2"), "small", 1, [])) == 6  # 2 optimisers × 3 learning rates
+
+
+def test_a_cell_is_named_by_its_settings():
+    a, b = Cell("approx-sgd", ("train.lr=0.1",), 0), Cell("approx-sgd", ("train.lr=0.1",), 1)
+    assert a.digest() == Cell("approx-sgd", ("train.lr=0.1",), 0).digest() != b.digest()
+    assert a.digest() != Cell("approx-sgd", ("train.lr=0.2",), 0).digest()
+    assert a.folder(Path("D")).name == f"approx-sgd-lr0.1-s0-{a.digest()}"
+    with_set = expand(get("fig7"), "small", 1, ["device=cpu"])
+    assert all(c.overrides[-1] == "device=cpu" for c in with_set)
+
+
+def test_bad_options_are_refused_in_one_line(tmp_path):
+    for args, needle in ((["fig99"], "unknown figure"), (["fig7", "--scale", "huge"], "--scale"),
+                         (["fig7", "--seeds", "0"], "--seeds"), (["fig7", "--jobs", "0"], "--jobs"),
+                         (["fig7", "--emit", "pbs"], "--emit"), (["fig7", "--cell", "10"], "--cell"),
+                         (["fig7", "--draw-only"], "not done")):
+        code, _, err = cli("reproduce", *args, "--out", tmp_path / "r", "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, (args, err)
+
+
+def test_emit_slurm_writes_an_array_of_one_task_per_cell(tmp_path):
+    code, out, err = cli("reproduce", "fig7", "--scale", "paper", "--out", tmp_path, "--emit", "slurm")
+    assert code == 0, err
+    array = (tmp_path / "fig7.slurm.sh").read_text()
+    assert "--array=0-19" in array and '--cell "$SLURM_ARRAY_TASK_ID"' in array and "--emit" not in array
+    assert "--draw-only" in (tmp_path / "fig7.draw.sh").read_text()
+    assert not (tmp_path / "cells").exists()  # nothing run
+
+
+def _fabricate_cells(cells: list[Cell], out: Path, scale_of) -> None:
+    """Results files where the cells would write them; ``scale_of(cell)`` sets how far the telescoping
+    model and the linearisation stray from the network (test_plots.fabricate)."""
+    for i, c in enumerate(cells):
+        c.folder(out).mkdir(parents=True, exist_ok=True)
+        fabricate(c.results(out), cfg={"name": c.name, "seed": c.seed}, seed=i, scale=scale_of(c))
+
+
+def test_claims_hold_or_not_on_results_whose_answer_is_known(tmp_path):
+    fig7 = expand(get("fig7"), "small", 2, [])
+    # test_plots.fabricate: linearisation 1000× farther from the network than the telescoping model,
+    # except for the momentum setting where the two are made equal here
+    _fabricate_cells(fig7, tmp_path, lambda c: 1.0)
+    import h5py
+
+    for c in fig7:
+        if c.tags["setting"] == "SGD + momentum":
+            with h5py.File(c.results(tmp_path), "a") as f:
+                f["test/approx_error_linearized"][...] = f["test/approx_error_telescoped"][...]
+    claims = {c["claim"].split(":")[0]: c for c in approximation.claims_settings(fig7, tmp_path)}
+    assert [k for k, c in claims.items() if not c["holds"]] == ["SGD + momentum"]
+    assert claims["SGD"]["numbers"]["ratio"] == pytest.approx(
+        np.mean([h5py.File(c.results(tmp_path))["test/approx_error_linearized"][-1] for c in fig7[:2]])
+        / np.mean([h5py.File(c.results(tmp_path))["test/approx_error_telescoped"][-1] for c in fig7[:2]]))
+    doc = reproduce("fig7", out=tmp_path, draw_only=True, progress=False)
+    assert (tmp_path / "fig7.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "claims.json").read_text())["holding"] == doc["holding"] == 4
+    acc = approximation.claims_accuracy(fig7, tmp_path)
+    assert len(acc) == 10 and all(isinstance(c["holds"], bool) for c in acc)
+
+
+def test_the_sweep_claims_read_the_learning_rates(tmp_path):
+    cells = expand(get("fig2"), "small", 1, [])
+    _fabricate_cells(cells, tmp_path, lambda c: c.tags["lr"] * (30 if c.tags["setting"] == "AdamW" else 1))
+    claims = approximation.claims_sweep(cells, tmp_path)
+    grows = [c for c in claims if "smaller for smaller" in c["claim"]]
+    assert len(grows) == 2 and all(c["holds"] for c in grows)  # error ∝ γ in both
+    adamw = [c for c in claims if c["claim"].startswith("AdamW needs")]
+    assert len(adamw) == 1 and adamw[0]["holds"]  # at γ = 1e-3 AdamW's error is 30× SGD's
+    approximation.draw_sweep(cells, tmp_path, tmp_path / "fig2.png")
+    assert (tmp_path / "fig2.png").stat().st_size > 10_000
+
+
+def test_a_grid_of_real_runs_end_to_end_and_resumed(tmp_path, monkeypatch):
+    """Two tiny cells through telecli record and telescope; a rerun skips them; a cell whose results
+    file is gone (a kill before it was renamed into place) is run again, the other is not touched."""
+    preset = str(write_cfg(tmp_path))
+    tiny = Figure("fig7", "tiny", lambda scale, seeds: [Cell(preset, (), s, tags={"setting": "SGD"})
+                                                        for s in range(seeds)],
+                  approximation.draw_settings, approximation.claims_settings)
+    monkeypatch.setitem(FIGURES, "fig7", tiny)
+    out = tmp_path / "r"
+    doc = reproduce("fig7", seeds=2, jobs=2, out=out, progress=False)
+    assert doc["cells"] == 2 and len(doc["claims"]) == 1 and (out / "fig7.png").is_file()
+    first, second = [c.results(out) for c in tiny.grid("small", 2)]
+    stamp = second.stat().st_mtime_ns
+    first.unlink()
+    again = reproduce("fig7", seeds=2, jobs=1, out=out, progress=False)
+    assert first.is_file() and second.stat().st_mtime_ns == stamp
+    assert again["claims"] == doc["claims"]  # the same numbers: a cell is a function of its settings
+    with pytest.raises(TelecliError, match="--cell"):
+        reproduce("fig7", seeds=2, out=out, cell=2, progress=False)
