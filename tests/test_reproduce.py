@@ -86,7 +86,9 @@ def test_claims_hold_or_not_on_results_whose_answer_is_known(tmp_path):
         / np.mean([h5py.File(c.results(tmp_path))["test/approx_error_telescoped"][-1] for c in fig7[:2]]))
     doc = reproduce("fig7", out=tmp_path, draw_only=True, progress=False)
     assert (tmp_path / "fig7.png").stat().st_size > 10_000
-    assert json.loads((tmp_path / "claims.json").read_text())["holding"] == doc["holding"] == 4
+    assert json.loads((tmp_path / "claims.json").read_text())["fig7"]["holding"] == doc["holding"] == 4
+    reproduce("fig8", out=tmp_path, draw_only=True, progress=False)  # the same cells: both figures' claims kept
+    assert sorted(json.loads((tmp_path / "claims.json").read_text())) == ["fig7", "fig8"]
     acc = approximation.claims_accuracy(fig7, tmp_path)
     assert len(acc) == 10 and all(isinstance(c["holds"], bool) for c in acc)
 

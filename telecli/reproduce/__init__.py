@@ -1,7 +1,7 @@
 """``telecli reproduce FIGURE``: a figure of the paper from one command — its grid of settings × seeds
 (method.md §2–5), each cell recorded and analysed once (telecli.reproduce.cells), the figure drawn in
 the paper's layout and each of the paper's claims for it (method.md §6) tested on the numbers, into
-DIR/FIGURE.png and DIR/claims.json.
+DIR/FIGURE.png and DIR/claims.json (figure → its claims: the claim, the numbers, true or false).
 
 A figure is a :class:`Figure`: how to expand its grid at a scale, how to draw it, which claims to test.
 The registry is one dict and a get, as open_lth's.

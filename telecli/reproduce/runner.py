@@ -108,8 +108,21 @@ def reproduce(figure: str, *, scale: str = "small", seeds: int | None = None, jo
     claims = fig.claims(cells, out)
     doc = {"figure": figure, "title": fig.title, "scale": scale, "seeds": seeds, "cells": len(cells),
            "figure_file": str(path), "claims": claims, "holding": sum(bool(c["holds"]) for c in claims)}
-    atomic_write_json(out / "claims.json", doc)
+    _record_claims(out / "claims.json", figure, doc)
     return doc
+
+
+def _record_claims(path: Path, figure: str, doc: dict) -> None:
+    """DIR/claims.json maps each figure drawn from DIR's cells to its claims (Figs. 7 and 8 share cells)."""
+    import json
+
+    try:
+        claims = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        claims = {}
+    claims = claims if isinstance(claims, dict) and "figure" not in claims else {}
+    claims[figure] = doc
+    atomic_write_json(path, claims)
 
 
 __all__ = ["reproduce", "expand", "run_cells", "emit_slurm"]
