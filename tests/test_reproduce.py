@@ -124,3 +124,44 @@ def test_a_grid_of_real_runs_end_to_end_and_resumed(tmp_path, monkeypatch):
     assert again["claims"] == doc["claims"]  # the same numbers: a cell is a function of its settings
     with pytest.raises(TelecliError, match="--cell"):
         reproduce("fig7", seeds=2, out=out, cell=2, progress=False)
+
+
+def _grokking_file(path: Path, eps: float, seed: int) -> None:
+    """A lens.h5 with the curves of polynomial grokking whose timing scales with 1/ε: the training loss
+    falls at step ~30, the test loss at ~30/ε²·0.04 and p^train − p^test opens at ~20/ε; for the
+    smallest ε the test loss first rises and p^test starts above p^train."""
+    import h5py
+
+    steps = np.unique(np.round(np.logspace(0, 4, 60))).astype(np.int64)
+    t = steps.astype(float)
+    train = 1 / (1 + (t / 30) ** 2)
+    t_test = 30 * 0.04 / eps**2
+    bump = 0.5 * np.exp(-((np.log(t) - np.log(t_test / 4)) ** 2)) if eps < 0.1 else 0.0
+    test = (1 + bump) / (1 + (t / t_test) ** 2)
+    p_train = 100 * t / (t + 20 / eps)
+    p_test = p_train - 40 * t / (t + 400 / eps) + (8 * np.exp(-t / 50) if eps < 0.1 else 0.0)
+    with h5py.File(path, "w") as f:
+        f["steps"] = steps
+        f.attrs["n_train"] = 275
+        for name, v in (("train/loss_actual", train), ("test/loss_actual", test),
+                        ("train/effective_parameters", p_train), ("test/effective_parameters", p_test)):
+            f[name] = v * (1 + 1e-3 * seed)
+        for split in ("train", "test"):
+            f[f"{split}/error_actual"] = np.full(len(steps), np.nan)  # regression: no error rate
+
+
+def test_the_grokking_claims_read_the_timings(tmp_path):
+    from telecli.reproduce import grokking
+
+    cells = expand(get("fig11"), "small", 2, [])
+    assert {c.tags["epsilon"] for c in cells} == {0.05, 0.2, 0.5}
+    assert all(("train.steps=9000" in c.overrides) == (c.tags["epsilon"] == 0.05) for c in cells)
+    for c in cells:
+        c.folder(tmp_path).mkdir(parents=True)
+        _grokking_file(c.results(tmp_path), c.tags["epsilon"], c.seed)
+    claims = grokking.claims(cells, tmp_path)
+    assert [c["holds"] for c in claims] == [True, True, True, True], claims
+    opens = claims[0]["numbers"]
+    assert opens["ε=0.05"] > opens["ε=0.2"] > opens["ε=0.5"]
+    grokking.draw(cells, tmp_path, tmp_path / "fig11.png")
+    assert (tmp_path / "fig11.png").stat().st_size > 10_000

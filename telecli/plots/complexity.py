@@ -33,39 +33,41 @@ def error_curves(f: h5py.File) -> tuple[dict[str, np.ndarray], str]:
     return loss, ("MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)" if kind == "mse" else "cross-entropy loss")
 
 
+def draw_column(top, bottom, files: list, colours: list[tuple]) -> tuple[set[str], bool]:
+    """One column of the figure: per file (or seed group: mean ± s.e.) train (``colours``' first of the
+    pair, dashed when ``dashed``) and test error on ``top``, p^train and p^test on ``bottom``; steps whose
+    validity flags are false hatched. Returns (the y labels used, whether anything was hatched)."""
+    ylabels, shaded = set(), False
+    for f, (c_train, c_test, ls_train) in zip(files, colours):
+        x = style.steps(f)
+        keep = style.step_axis(bottom, x, log=True)
+        bad = style.invalid_steps(f)
+        if bad is not None:
+            for ax in (top, bottom):
+                shaded |= style.shade_steps(ax, x[keep], bad[keep], log=True)
+        ylabels.add(error_curves(getattr(f, "members", [f])[0])[1])
+        err = {s: curve(f, lambda g, s=s: error_curves(g)[0][s]) for s in ("train", "test")}
+        p = {s: curve(f, lambda g, s=s: style.read(g, f"{s}/effective_parameters")) for s in ("train", "test")}
+        cut = (lambda a: None if a is None else a[keep])  # noqa: E731
+        band(top, x[keep], err["train"][0][keep], cut(err["train"][1]), c_train, ls=ls_train, label="train")
+        band(top, x[keep], err["test"][0][keep], cut(err["test"][1]), c_test, label="test")
+        band(bottom, x[keep], p["train"][0][keep], cut(p["train"][1]), c_train, ls=ls_train,
+             label=r"$p^{\mathrm{train}}$")
+        band(bottom, x[keep], p["test"][0][keep], cut(p["test"][1]), c_test, label=r"$p^{\mathrm{test}}$")
+    top.set_xscale("log")
+    return ylabels, shaded
+
+
 @style.aggregates_seeds
 @style.requires("train/effective_parameters", "test/effective_parameters", hint=EFFECTIVE_HINT)
 @style.requires("steps", "train/error_actual", "test/error_actual", "train/loss_actual", "test/loss_actual")
 def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
     single = len(files) == 1
     colours = style.palette(len(files))
+    pairs = [(style.TRAIN, style.TEST, "-")] if single else [(style.lighter(c), c, "--") for c in colours]
     with style.house_style():
         fig, (top, bottom) = style.new_figure(2, 1, size=style.DOUBLE, sharex=True)
-        ylabels = set()
-        shaded = False
-        for f, label, colour in zip(files, labels, colours):
-            x = style.steps(f)
-            keep = style.step_axis(bottom, x, log=True)
-            bad = style.invalid_steps(f)
-            if bad is not None:
-                for ax in (top, bottom):
-                    shaded |= style.shade_steps(ax, x[keep], bad[keep], log=True)
-            member = getattr(f, "members", [f])[0]
-            ylabel = error_curves(member)[1]
-            ylabels.add(ylabel)
-            err = {s: curve(f, lambda g, s=s: error_curves(g)[0][s]) for s in ("train", "test")}
-            p = {s: curve(f, lambda g, s=s: style.read(g, f"{s}/effective_parameters")) for s in ("train", "test")}
-            if single:
-                c_train, c_test, ls_train = style.TRAIN, style.TEST, "-"
-            else:
-                c_train, c_test, ls_train = style.lighter(colour), colour, "--"
-            cut = (lambda a: None if a is None else a[keep])  # noqa: E731
-            band(top, x[keep], err["train"][0][keep], cut(err["train"][1]), c_train, ls=ls_train, label="train")
-            band(top, x[keep], err["test"][0][keep], cut(err["test"][1]), c_test, label="test")
-            band(bottom, x[keep], p["train"][0][keep], cut(p["train"][1]), c_train, ls=ls_train,
-                 label=r"$p^{\mathrm{train}}$")
-            band(bottom, x[keep], p["test"][0][keep], cut(p["test"][1]), c_test, label=r"$p^{\mathrm{test}}$")
-        top.set_xscale("log")
+        ylabels, shaded = draw_column(top, bottom, files, pairs)
         top.set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
         bottom.set_ylabel(r"effective parameters $p$")
         extra = [style.invalid_handle()] if shaded else []
@@ -78,4 +80,24 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
             style.family_legend(top, labels, colours, [("test", "-"), ("train", "--")])
             style.family_legend(bottom, [], [], [(r"$p^{\mathrm{test}}$", "-"), (r"$p^{\mathrm{train}}$", "--")],
                                 extra=extra)
+        style.save(fig, out)
+
+
+def draw_panels(panels: list[tuple[str, object]], out: Path) -> None:
+    """The paper's layout of Figs. 11–13: one column per setting (title; its seed group drawn as mean ±
+    s.e.), error on top and p below; used by ``telecli reproduce``."""
+    n = len(panels)
+    with style.house_style():
+        fig, axes = style.new_figure(2, n, size=(2.6 * n + 0.6, 4.8), sharex=True, squeeze=False)
+        ylabels, shaded = set(), False
+        for j, (title, group) in enumerate(panels):
+            used, hatched = draw_column(axes[0, j], axes[1, j], [group], [(style.TRAIN, style.TEST, "-")])
+            ylabels |= used
+            shaded |= hatched
+            axes[0, j].set_title(title, loc="left")
+        axes[0, 0].set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
+        axes[1, 0].set_ylabel(r"effective parameters $p$")
+        style.legend(axes[0, 0])
+        handles, _ = axes[1, 0].get_legend_handles_labels()
+        axes[1, 0].legend(handles=handles + ([style.invalid_handle()] if shaded else []), loc="best")
         style.save(fig, out)

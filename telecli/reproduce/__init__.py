@@ -6,8 +6,8 @@ DIR/FIGURE.png and DIR/claims.json (figure → its claims: the claim, the number
 A figure is a :class:`Figure`: how to expand its grid at a scale, how to draw it, which claims to test.
 The registry is one dict and a get, as open_lth's.
 
->>> sorted(FIGURES)[:3], get("fig7").title
-(['fig2', 'fig7', 'fig8'], 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
+>>> sorted(FIGURES, key=lambda n: int(n[3:])), get("fig7").title
+(['fig2', 'fig7', 'fig8', 'fig11'], 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ class Figure:
 
 
 def _figures() -> dict[str, Figure]:
-    from telecli.reproduce import approximation
+    from telecli.reproduce import approximation, grokking
 
-    return {f.name: f for f in approximation.FIGURES}
+    return {f.name: f for f in (*approximation.FIGURES, *grokking.FIGURES)}
 
 
 FIGURES = _figures()

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from telecli.errors import TelecliError
 from telecli.options import parse_count
 from telecli.reproduce import SCALES, Figure, get
@@ -121,8 +123,19 @@ def _record_claims(path: Path, figure: str, doc: dict) -> None:
     except ValueError:
         claims = {}
     claims = claims if isinstance(claims, dict) and "figure" not in claims else {}
-    claims[figure] = doc
+    claims[figure] = _finite(doc)
     atomic_write_json(path, claims)
+
+
+def _finite(obj):
+    """JSON values: a non-finite number (a loss that never fell: its step is ∞) becomes null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 __all__ = ["reproduce", "expand", "run_cells", "emit_slurm"]
