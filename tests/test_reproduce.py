@@ -165,3 +165,26 @@ def test_the_grokking_claims_read_the_timings(tmp_path):
     assert opens["ε=0.05"] > opens["ε=0.2"] > opens["ε=0.5"]
     grokking.draw(cells, tmp_path, tmp_path / "fig11.png")
     assert (tmp_path / "fig11.png").stat().st_size > 10_000
+
+
+def test_the_standard_init_claims(tmp_path):
+    """Train and test error halve at steps 40 and 60 (together) without sigmoid; with it the test error
+    lags 5× (apart) but p^test ends lower: the first claim holds, the second does not, the third holds."""
+    import h5py
+
+    from telecli.reproduce import grokking
+
+    cells = expand(get("fig13"), "small", 2, [])
+    assert [c.tags["setting"] for c in cells] == ["no sigmoid"] * 2 + ["sigmoid"] * 2
+    steps = np.arange(0, 1001, 10)
+    for c in cells:
+        c.folder(tmp_path).mkdir(parents=True)
+        lag = 1.5 if c.tags["setting"] == "no sigmoid" else 5.0
+        with h5py.File(c.results(tmp_path), "w") as f:
+            f["steps"] = steps
+            f["train/error_actual"] = 0.5 * (steps < 40) + 0.1 * (steps >= 40)
+            f["test/error_actual"] = 0.5 * (steps < 40 * lag) + 0.15 * (steps >= 40 * lag)
+            f["test/effective_parameters"] = steps / (20.0 if c.tags["setting"] == "no sigmoid" else 40.0)
+    claims = grokking.standard_claims(cells, tmp_path)
+    assert [c["holds"] for c in claims] == [True, False, True], claims
+    assert claims[0]["numbers"]["train_halved_step"] == 40 and claims[1]["numbers"]["test_halved_step"] == 200

@@ -7,7 +7,7 @@ A figure is a :class:`Figure`: how to expand its grid at a scale, how to draw it
 The registry is one dict and a get, as open_lth's.
 
 >>> sorted(FIGURES, key=lambda n: int(n[3:])), get("fig7").title
-(['fig2', 'fig7', 'fig8', 'fig11'], 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
+(['fig2', 'fig7', 'fig8', 'fig11', 'fig13'], 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fig. 11: grokking on polynomial regression for ε ∈ {0.05, 0.2, 0.5} (method.md §3.3; Kumar et al.
+"""Figs. 11 and 13. Fig. 11: grokking on polynomial regression for ε ∈ {0.05, 0.2, 0.5} (method.md §3.3; Kumar et al.
 2024's task and network, full-batch GD): train/test MSE (top) and p^train, p^test (bottom) by step, one
 column per ε. Small scale: sample_runs/poly-grokking.toml (d = 50, 275 + 250 points), 3000 steps, and
 9000 for ε = 0.05, whose test loss needs them to come down; paper scale: sample_runs/paper/.
@@ -8,6 +8,12 @@ The claims of method.md §6 for Fig. 11, on the mean curves over seeds:
   claims.json when it never does within the run) and the test loss lags the training loss less (the
   first step where each falls below a quarter of its start; their ratio, the lag on the log step axis);
 - ε = 0.05: the test loss rises before it falls, and p^test starts above p^train and ends below it.
+
+Fig. 13: MNIST 3 vs 5 with standard initialisation (α = 1), without and with an output sigmoid (method.md
+§3.5; small scale: the digits presets mnist-standard-init*.toml, AdamW 1e-4 with warmup, 1000 steps):
+misclassification error and p by step, one column per setting. Claims: train and test error fall together
+(no delay: the test error halves by a step at most LAG× the training error's), and p^test at the end is
+lower with the sigmoid than without.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ EPSILONS = (0.05, 0.2, 0.5)
 LONG = {0.05: 9000}  # small scale: steps where the preset's 3000 are too few for the claim to show
 GAP_FRACTION = 0.05  # the p-gap "opens" when p^train − p^test exceeds this share of n
 PAPER_SEEDS = 4
+LAG = 2.0  # "train ≈ test": the test error halves by at most this multiple of the step the train error does
+STANDARD = (("no sigmoid", "mnist-standard-init"), ("sigmoid", "mnist-standard-init-sigmoid"))
 
 
 def grid(scale: str, seeds: int) -> list[Cell]:
@@ -118,11 +126,64 @@ def draw(cells: list[Cell], out: Path, path: Path) -> None:
                 f.close()
 
 
+def standard_grid(scale: str, seeds: int) -> list[Cell]:
+    return [Cell(preset if scale == "small" else f"paper/{preset}", (), s, ("--effective-params",),
+                 tags={"setting": label})
+            for label, preset in STANDARD for s in range(seeds or (PAPER_SEEDS if scale == "paper" else 2))]
+
+
+def _by_setting(cells: list[Cell]) -> dict[str, list[Cell]]:
+    out: dict[str, list[Cell]] = {}
+    for c in cells:
+        out.setdefault(c.tags["setting"], []).append(c)
+    return out
+
+
+def standard_claims(cells: list[Cell], out: Path) -> list[dict]:
+    from telecli.store.results import open_results
+
+    result, final_p = [], {}
+    for label, members in _by_setting(cells).items():
+        rows = {k: [] for k in ("train/error_actual", "test/error_actual", "test/effective_parameters")}
+        for c in members:
+            with open_results(c.results(out)) as f:
+                steps = np.asarray(f["steps"][...])
+                for k in rows:
+                    rows[k].append(np.asarray(f[k][...], dtype=float))
+        train, test, p_test = (np.mean(rows[k], axis=0) for k in rows)
+        t_train, t_test = _first(steps, train <= train[0] / 2), _first(steps, test <= test[0] / 2)
+        final_p[label] = float(p_test[-1])
+        result.append({"claim": f"{label}: train and test error fall together (the test error halves by at most "
+                                f"{LAG:g}× the step the training error does)",
+                       "numbers": {"train_halved_step": t_train, "test_halved_step": t_test,
+                                   "final_train_error": float(train[-1]), "final_test_error": float(test[-1])},
+                       "holds": bool(np.isfinite(t_train) and t_test <= LAG * t_train)})
+    result.append({"claim": "p_test at the end is lower with the sigmoid than without", "numbers": final_p,
+                   "holds": bool(final_p["sigmoid"] < final_p["no sigmoid"])})
+    return result
+
+
+def standard_draw(cells: list[Cell], out: Path, path: Path) -> None:
+    from telecli.plots.complexity import draw_panels
+    from telecli.plots.seeds import SeedGroup
+    from telecli.store.results import open_results
+
+    groups = {k: SeedGroup([open_results(c.results(out)) for c in m]) for k, m in _by_setting(cells).items()}
+    try:
+        draw_panels([(f"α = 1, {k}  ({g.n} seeds)", g) for k, g in groups.items()], path)
+    finally:
+        for g in groups.values():
+            for f in g.members:
+                f.close()
+
+
 def _figures():
     from telecli.reproduce import Figure
 
     return (Figure("fig11", "Polynomial grokking for ε ∈ {0.05, 0.2, 0.5}: MSE and effective parameters by step",
-                   grid, draw, claims),)
+                   grid, draw, claims),
+            Figure("fig13", "MNIST with standard initialisation, without and with sigmoid: error and p by step",
+                   standard_grid, standard_draw, standard_claims))
 
 
 FIGURES = _figures()
