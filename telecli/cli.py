@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 
 DEVICE_HELP = "auto | cpu | cuda (auto picks cuda when torch sees one)."
+REPRODUCIBLE = ("fig2", "fig7", "fig8", "fig11", "fig13")  # telecli.reproduce.FIGURES (checked by a test)
 
 
 def _quiet_option():
@@ -290,12 +291,12 @@ def boost(
 
 
 @app.command(epilog="Examples:\n\n"
-                    "  telecli reproduce fig7 --scale small --seeds 2 --jobs 2 --out repro/fig7   # ~2 min here\n\n"
-                    "  telecli reproduce all --out repro                 # every figure, DIR/FIGURE/ each\n\n"
+                    "  telecli reproduce fig7 --scale small --seeds 2 --jobs 2 --out repro/fig7   # ~4 min here\n\n"
+                    "  telecli reproduce all --jobs 2 --out repro        # every figure into one DIR (cells shared)\n\n"
                     "  telecli reproduce fig7 --scale paper --out /scratch/fig7 --emit slurm      # then sbatch\n\n"
                     "Rerun the same command after a kill: finished cells are skipped, the rest resume.")
 def reproduce(
-    figure: str = typer.Argument(..., help="fig2, fig7, fig8 … or all."),
+    figure: str = typer.Argument(..., help=f"{', '.join(REPRODUCIBLE)} or all."),
     scale: str = typer.Option("small", "--scale", help="small (CPU minutes, 2 seeds) | paper (the paper's grid)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per setting (default: 2 small, the "
                                         "paper's count at paper scale)."),
@@ -317,9 +318,11 @@ def reproduce(
     from telecli.reproduce import FIGURES
     from telecli.reproduce.runner import reproduce as do_reproduce
 
+    if figure == "all" and (emit is not None or cell is not None):
+        raise TelecliError("--emit and --cell take one figure (a Slurm array per figure), not all")
     names = sorted(FIGURES, key=lambda n: int(n[3:])) if figure == "all" else [figure]
     for name in names:
-        where = (out / name if out else None) if figure == "all" else out
+        where = (out or Path("reproduce") / f"all-{scale}") if figure == "all" else out  # all: one DIR, shared cells
         doc = do_reproduce(name, scale=scale, seeds=seeds, jobs=jobs, out=where, sets=set_, emit=emit, cell=cell,
                            draw_only=draw_only, progress=not quiet, argv=sys.argv[1:])
         if json_out:

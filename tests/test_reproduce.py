@@ -33,6 +33,14 @@ def test_every_figure_expands_at_both_scales_into_uniquely_named_cells():
     assert len(expand(get("fig2"), "small", 1, [])) == 6  # 2 optimisers × 3 learning rates
 
 
+def test_the_command_line_lists_every_figure(tmp_path):
+    from telecli.cli import REPRODUCIBLE
+
+    assert sorted(REPRODUCIBLE) == sorted(FIGURES)
+    code, _, err = cli("reproduce", "all", "--emit", "slurm", "--out", tmp_path)
+    assert code == 2 and "not all" in err
+
+
 def test_a_cell_is_named_by_its_settings():
     a, b = Cell("approx-sgd", ("train.lr=0.1",), 0), Cell("approx-sgd", ("train.lr=0.1",), 1)
     assert a.digest() == Cell("approx-sgd", ("train.lr=0.1",), 0).digest() != b.digest()
