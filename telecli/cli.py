@@ -13,6 +13,7 @@ import typer
 
 from telecli.errors import TelecliError
 from telecli.plots import FIGURES
+from telecli.reproduce import FIGURES as REPRO_FIGURES
 
 app = typer.Typer(
     name="telecli",
@@ -25,7 +26,7 @@ app = typer.Typer(
 )
 
 DEVICE_HELP = "auto | cpu | cuda (auto picks cuda when torch sees one)."
-REPRODUCIBLE = ("fig2", "fig7", "fig8", "fig11", "fig13")  # telecli.reproduce.FIGURES (checked by a test)
+REPRODUCIBLE = tuple(sorted(REPRO_FIGURES, key=lambda n: int(n[3:])))  # the figures telecli reproduce draws
 
 
 def _quiet_option():
@@ -315,12 +316,11 @@ def reproduce(
     paper's layout, each of its claims tested (DIR/FIGURE.png, DIR/claims.json)."""
     import json as json_mod
 
-    from telecli.reproduce import FIGURES
     from telecli.reproduce.runner import reproduce as do_reproduce
 
     if figure == "all" and (emit is not None or cell is not None):
         raise TelecliError("--emit and --cell take one figure (a Slurm array per figure), not all")
-    names = sorted(FIGURES, key=lambda n: int(n[3:])) if figure == "all" else [figure]
+    names = list(REPRODUCIBLE) if figure == "all" else [figure]
     for name in names:
         where = (out or Path("reproduce") / f"all-{scale}") if figure == "all" else out  # all: one DIR, shared cells
         doc = do_reproduce(name, scale=scale, seeds=seeds, jobs=jobs, out=where, sets=set_, emit=emit, cell=cell,

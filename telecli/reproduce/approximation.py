@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from telecli.reproduce.cells import Cell
+from telecli.reproduce.reading import by, seed_groups, stack
 
 SETTINGS = (  # (the paper's name, the preset)
     ("SGD", "approx-sgd"),
@@ -54,72 +55,26 @@ def sweep_grid(scale: str, seeds: int) -> list[Cell]:
             for label, lrs in SWEEP.items() for lr in lrs for s in _seeds(scale, seeds)]
 
 
-# -------------------------------------------------------------------------------------------- reading
-
-def _by(cells: list[Cell], *keys: str) -> dict[tuple, list[Cell]]:
-    groups: dict[tuple, list[Cell]] = {}
-    for c in cells:
-        groups.setdefault(tuple(c.tags[k] for k in keys), []).append(c)
-    return groups
-
-
-def _read(cells: list[Cell], out: Path, name: str) -> np.ndarray:
-    """The dataset ``name`` of every cell's results file, stacked over seeds: (seeds, …)."""
-    from telecli.store.results import open_results
-
-    rows = []
-    for c in cells:
-        with open_results(c.results(out)) as f:
-            rows.append(np.asarray(f[name][...], dtype=float))
-    return np.stack(rows)
-
-
-def _points(cells: list[Cell], out: Path) -> int:
-    from telecli.store.results import open_results
-
-    with open_results(cells[0].results(out)) as f:
-        return int(f["test/index"].shape[0])
-
-
-def _open(cells: list[Cell], out: Path):
-    from telecli.plots.seeds import SeedGroup
-    from telecli.store.results import open_results
-
-    return SeedGroup([open_results(c.results(out)) for c in cells])
-
-
-def _close(groups) -> None:
-    for g in groups:
-        for f in g.members:
-            f.close()
-
-
 # ------------------------------------------------------------------------------------------- figures
 
 def draw_settings(cells: list[Cell], out: Path, path: Path) -> None:
     from telecli.plots.approximation import draw_panels
 
-    groups = {k[0]: _open(v, out) for k, v in _by(cells, "setting").items()}
-    try:
-        draw_panels([(name, [g], [f"{g.n} seeds" if g.n > 1 else "1 seed"]) for name, g in groups.items()], path)
-    finally:
-        _close(groups.values())
+    with seed_groups(by(cells, "setting"), out) as groups:
+        draw_panels([(name, [g], [f"{g.n} seeds" if g.n > 1 else "1 seed"]) for (name,), g in groups.items()],
+                    path)
 
 
 def draw_sweep(cells: list[Cell], out: Path, path: Path) -> None:
     from telecli.plots.approximation import draw_panels
 
-    panels = []
-    opened = []
-    for (name,), members in _by(cells, "setting").items():
-        by_lr = _by(members, "lr")
-        groups = [_open(v, out) for v in by_lr.values()]
-        opened += groups
-        panels.append((name, groups, [rf"$\gamma$={lr:g}" for (lr,) in by_lr]))
-    try:
-        draw_panels(panels, path)
-    finally:
-        _close(opened)
+    with seed_groups(by(cells, "setting", "lr"), out) as groups:
+        panels: dict[str, tuple[list, list[str]]] = {}
+        for (name, lr), g in groups.items():
+            files, labels = panels.setdefault(name, ([], []))
+            files.append(g)
+            labels.append(rf"$\gamma$={lr:g}")
+        draw_panels([(name, files, labels) for name, (files, labels) in panels.items()], path)
 
 
 def draw_accuracy(cells: list[Cell], out: Path, path: Path) -> None:
@@ -132,14 +87,13 @@ def draw_accuracy(cells: list[Cell], out: Path, path: Path) -> None:
 
 def _errors(cells: list[Cell], out: Path) -> tuple[float, float]:
     """Mean over seeds of the test approximation errors at the last step: (telescoping, linearised)."""
-    tel = _read(cells, out, "test/approx_error_telescoped")[:, -1].mean()
-    lin = _read(cells, out, "test/approx_error_linearized")[:, -1].mean()
-    return float(tel), float(lin)
+    d = stack(cells, out, "test/approx_error_telescoped", "test/approx_error_linearized")
+    return float(d["test/approx_error_telescoped"][:, -1].mean()), float(d["test/approx_error_linearized"][:, -1].mean())
 
 
 def claims_settings(cells: list[Cell], out: Path) -> list[dict]:
     claims = []
-    for (name,), members in _by(cells, "setting").items():
+    for (name,), members in by(cells, "setting").items():
         tel, lin = _errors(members, out)
         ratio = lin / tel if tel > 0 else float("inf")
         claims.append({"claim": f"{name}: the telescoping model's test error is below the linearisation's by "
@@ -152,8 +106,9 @@ def claims_settings(cells: list[Cell], out: Path) -> list[dict]:
 
 def claims_accuracy(cells: list[Cell], out: Path) -> list[dict]:
     claims = []
-    for (name,), members in _by(cells, "setting").items():
-        err = {k: _read(members, out, f"test/error_{k}") for k in ("actual", "telescoped", "linearized")}
+    for (name,), members in by(cells, "setting").items():
+        d = stack(members, out, *(f"test/error_{k}" for k in ("actual", "telescoped", "linearized")), "test/index")
+        err = {k: d[f"test/error_{k}"] for k in ("actual", "telescoped", "linearized")}
         gap_tel = np.abs(err["telescoped"] - err["actual"]).max(axis=1).mean()
         mean_gap_tel = np.abs(err["telescoped"] - err["actual"]).mean(axis=1).mean()
         half = err["actual"].shape[1] // 2
@@ -163,7 +118,7 @@ def claims_accuracy(cells: list[Cell], out: Path) -> list[dict]:
                                 f"gap ≤ {FOLLOWS:g})",
                        "numbers": {"largest_gap_telescoping": float(gap_tel),
                                    "mean_gap_telescoping": float(mean_gap_tel), "final_accuracy": float(accuracy),
-                                   "test_points": _points(members, out),
+                                   "test_points": int(d["test/index"].shape[1]),
                                    "seeds": len(members)},
                        "holds": bool(gap_tel <= FOLLOWS)})
         claims.append({"claim": f"{name}: the linearisation's accuracy drifts from the network's later in "
@@ -177,7 +132,7 @@ def claims_accuracy(cells: list[Cell], out: Path) -> list[dict]:
 def claims_sweep(cells: list[Cell], out: Path) -> list[dict]:
     claims = []
     tel_at: dict[tuple[str, float], float] = {}
-    for (name, lr), members in _by(cells, "setting", "lr").items():
+    for (name, lr), members in by(cells, "setting", "lr").items():
         tel, lin = _errors(members, out)
         tel_at[(name, lr)] = tel
         claims.append({"claim": f"{name} γ={lr:g}: telescoping beats linearisation by orders of magnitude",

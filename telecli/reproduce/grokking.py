@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from telecli.reproduce.cells import Cell
+from telecli.reproduce.reading import by, seed_groups, stack
 
 EPSILONS = (0.05, 0.2, 0.5)
 LONG = {0.05: 9000}  # small scale: steps where the preset's 3000 are too few for the claim to show
@@ -42,26 +43,14 @@ def grid(scale: str, seeds: int) -> list[Cell]:
     return cells
 
 
-def _by_eps(cells: list[Cell]) -> dict[float, list[Cell]]:
-    out: dict[float, list[Cell]] = {}
-    for c in cells:
-        out.setdefault(c.tags["epsilon"], []).append(c)
-    return out
+CURVES = ("train/loss_actual", "test/loss_actual", "train/effective_parameters", "test/effective_parameters")
 
 
 def _curves(cells: list[Cell], out: Path) -> dict[str, np.ndarray]:
     """Mean over seeds of the curves the claims read, and the steps and n."""
-    from telecli.store.results import open_results
-
-    names = ("train/loss_actual", "test/loss_actual", "train/effective_parameters", "test/effective_parameters")
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for c in cells:
-        with open_results(c.results(out)) as f:
-            steps, n = np.asarray(f["steps"][...]), int(f.attrs["n_train"])
-            for k in names:
-                rows[k].append(np.asarray(f[k][...], dtype=float))
-    curves = {k.replace("/", "_"): np.mean(v, axis=0) for k, v in rows.items()}
-    curves.update(steps=steps, n=n)
+    d = stack(cells, out, *CURVES, "steps")
+    curves = {k.replace("/", "_"): d[k].mean(axis=0) for k in CURVES}
+    curves.update(steps=d["steps"][0], n=int(d["attrs"]["n_train"]))
     return curves
 
 
@@ -80,7 +69,7 @@ def _timings(c: dict) -> dict[str, float]:
 
 
 def claims(cells: list[Cell], out: Path) -> list[dict]:
-    curves = {eps: _curves(members, out) for eps, members in sorted(_by_eps(cells).items())}
+    curves = {eps: _curves(members, out) for (eps,), members in sorted(by(cells, "epsilon").items())}
     times = {eps: _timings(c) for eps, c in curves.items()}
     eps = sorted(times)
     result = []
@@ -114,16 +103,9 @@ def claims(cells: list[Cell], out: Path) -> list[dict]:
 
 def draw(cells: list[Cell], out: Path, path: Path) -> None:
     from telecli.plots.complexity import draw_panels
-    from telecli.plots.seeds import SeedGroup
-    from telecli.store.results import open_results
 
-    groups = {e: SeedGroup([open_results(c.results(out)) for c in m]) for e, m in sorted(_by_eps(cells).items())}
-    try:
-        draw_panels([(f"ε = {e:g}  ({g.n} seeds)", g) for e, g in groups.items()], path)
-    finally:
-        for g in groups.values():
-            for f in g.members:
-                f.close()
+    with seed_groups(dict(sorted(by(cells, "epsilon").items())), out) as groups:
+        draw_panels([(f"ε = {e:g}  ({g.n} seeds)", g) for (e,), g in groups.items()], path)
 
 
 def standard_grid(scale: str, seeds: int) -> list[Cell]:
@@ -132,25 +114,13 @@ def standard_grid(scale: str, seeds: int) -> list[Cell]:
             for label, preset in STANDARD for s in range(seeds or (PAPER_SEEDS if scale == "paper" else 2))]
 
 
-def _by_setting(cells: list[Cell]) -> dict[str, list[Cell]]:
-    out: dict[str, list[Cell]] = {}
-    for c in cells:
-        out.setdefault(c.tags["setting"], []).append(c)
-    return out
-
-
 def standard_claims(cells: list[Cell], out: Path) -> list[dict]:
-    from telecli.store.results import open_results
-
     result, final_p = [], {}
-    for label, members in _by_setting(cells).items():
-        rows = {k: [] for k in ("train/error_actual", "test/error_actual", "test/effective_parameters")}
-        for c in members:
-            with open_results(c.results(out)) as f:
-                steps = np.asarray(f["steps"][...])
-                for k in rows:
-                    rows[k].append(np.asarray(f[k][...], dtype=float))
-        train, test, p_test = (np.mean(rows[k], axis=0) for k in rows)
+    for (label,), members in by(cells, "setting").items():
+        names = ("train/error_actual", "test/error_actual", "test/effective_parameters")
+        d = stack(members, out, *names, "steps")
+        steps = d["steps"][0]
+        train, test, p_test = (d[k].mean(axis=0) for k in names)
         t_train, t_test = _first(steps, train <= train[0] / 2), _first(steps, test <= test[0] / 2)
         final_p[label] = float(p_test[-1])
         result.append({"claim": f"{label}: train and test error fall together (the test error halves by at most "
@@ -165,16 +135,9 @@ def standard_claims(cells: list[Cell], out: Path) -> list[dict]:
 
 def standard_draw(cells: list[Cell], out: Path, path: Path) -> None:
     from telecli.plots.complexity import draw_panels
-    from telecli.plots.seeds import SeedGroup
-    from telecli.store.results import open_results
 
-    groups = {k: SeedGroup([open_results(c.results(out)) for c in m]) for k, m in _by_setting(cells).items()}
-    try:
-        draw_panels([(f"α = 1, {k}  ({g.n} seeds)", g) for k, g in groups.items()], path)
-    finally:
-        for g in groups.values():
-            for f in g.members:
-                f.close()
+    with seed_groups(by(cells, "setting"), out) as groups:
+        draw_panels([(f"α = 1, {k}  ({g.n} seeds)", g) for (k,), g in groups.items()], path)
 
 
 def _figures():
