@@ -32,10 +32,14 @@ class Figure:
     default_seeds: int = 2  # at small scale (the paper's count at paper scale is in the grid)
 
 
-def _figures() -> dict[str, Figure]:
-    from telecli.reproduce import approximation, grokking
+FAMILIES = ("approximation", "double_descent", "grokking", "tabular", "modes")  # one module per family
 
-    return {f.name: f for f in (*approximation.FIGURES, *grokking.FIGURES)}
+
+def _figures() -> dict[str, Figure]:
+    import importlib
+
+    figures = [f for m in FAMILIES for f in importlib.import_module(f"telecli.reproduce.{m}").FIGURES]
+    return {f.name: f for f in figures}
 
 
 FIGURES = _figures()
