@@ -97,7 +97,7 @@ FRACTION = dict(low=0.0, high=1.0)
 class TaskConfig:
     """Which data set, which classes, how many points (method.md §2–4)."""
 
-    name: str = setting("digits", choices=_tasks)  # poly | digits | mnist | cifar10 | mnist1d | tabular
+    name: str = setting("digits", choices=_tasks)  # poly | digits | mnist | cifar10 | mnist1d | tabular | modular
     classes: list[int] = field(default_factory=lambda: [3, 5])  # a pair → binary 0/1; [] → all classes
     n_train: int = setting(0, low=0)  # 0: the task's default (all available after the split)
     n_test: int = setting(0, low=0)
@@ -112,6 +112,10 @@ class TaskConfig:
     test_fraction: float = setting(0.3, above=0.0, below=1.0)  # tasks without a fixed test split
     # poly (Kumar et al. 2024; method.md §3.3)
     dim: int = setting(100, low=1)
+    # modular (Power et al. 2022; Nanda et al. 2023; method.md §10.2): all pairs of Z_P, (a ∘ b) mod P
+    modulus: int = setting(113, low=2)  # P
+    operation: str = setting("add", choices=("add", "sub", "mul"))
+    train_fraction: float = setting(0.3, above=0.0, below=1.0)  # seeded share of the P² pairs trained on
     seed: int = setting(0, low=0)  # data seed (split, subsets, noise); independent of the training seed
 
 
@@ -119,7 +123,7 @@ class TaskConfig:
 class ModelConfig:
     """Which network (method.md §2–5). ``factory`` = "package.module:function" for a user's own."""
 
-    name: str = setting("mlp", choices=_models)  # mlp | poly | cnn | resnet20 | factory
+    name: str = setting("mlp", choices=_models)  # mlp | poly | cnn | resnet20 | transformer | factory
     depth: int = setting(3, low=1)  # number of Linear layers in the mlp
     width: int = setting(200, low=1)
     activation: str = setting("relu", choices=_activations)  # relu | tanh | gelu | identity
@@ -128,6 +132,12 @@ class ModelConfig:
     epsilon: float = 0.2  # poly: φ(h) = h + ε/2 h²
     hidden: int = setting(500, low=1)  # poly: n_h
     channels: int = setting(16, low=1)  # cnn: channels of the first conv layer
+    # transformer (method.md §10.2; telecli.models.transformer): decoder blocks of attention + MLP
+    d_model: int = setting(128, low=1)
+    heads: int = setting(4, low=1)  # d_model must be a multiple of heads
+    d_mlp: int = setting(512, low=1)
+    blocks: int = setting(1, low=1)
+    layernorm: bool = False  # pre-LayerNorm in each block and before the unembedding (Nanda et al.: none)
     factory: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -150,6 +160,11 @@ class TrainConfig:
     milestones: list[int] = setting([], item=Rule(low=1, kind=int))  # step decay points
     decay: float = setting(0.1, above=0.0)  # factor applied at each milestone
     augment: bool = False  # image tasks: random crop (padding 4) + horizontal flip
+    # "paper": stop at 100 % train accuracy or when the train loss has not improved by more than
+    # stop_tolerance for stop_patience_epochs epochs (method.md §3.2; telecli/train/stopping.py); "none": T = steps
+    stop: str = setting("none", choices=("none", "paper"))
+    stop_patience_epochs: int = setting(500, low=1)
+    stop_tolerance: float = setting(1e-4, low=0.0)
 
 
 @dataclass

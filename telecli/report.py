@@ -158,6 +158,7 @@ def run_document(run: str | Path) -> dict[str, Any]:
         "shards": len(m.get("shards", [])), "steps_per_shard": m.get("steps_per_shard"),
         "bytes": int(sum(s["bytes"] for s in m.get("shards", []))),
         "parent": m.get("parent"), "training_loss": None, "versions": m.get("versions", {}),
+        "stopped_early": m.get("stopped_early"),  # {"step", "epoch", "reason", …} when a stopping rule ended it
     }
     if m.get("config"):
         tr = m["config"]["train"]
@@ -204,6 +205,10 @@ def info_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         stored = "none yet" + (f" (training runs to step {doc['planned_steps']})" if doc["planned_steps"] else "")
     rows.append(("stored steps", stored))
+    if doc.get("stopped_early"):
+        e = doc["stopped_early"]
+        rows.append(("stopped early", f"at step {e['step']} (epoch {e.get('epoch')}, of {e.get('planned_steps')} "
+                                      f"planned): {e.get('reason')}"))
     rows.append(("shards", f"{doc['shards']} × ≤{doc['steps_per_shard']} steps, {_size(doc['bytes'])}"))
     if doc["parent"]:
         rows.append(("parent", f"{doc['parent']['run']} at step {doc['parent']['at']}"))

@@ -33,7 +33,7 @@ class Task:
         return int(self.y_train.shape[1])
 
 
-TASKS = ("poly", "digits", "mnist", "cifar10", "svhn", "mnist1d", "tabular")  # modules of telecli.data
+TASKS = ("poly", "digits", "mnist", "cifar10", "svhn", "mnist1d", "tabular", "modular")  # modules of telecli.data
 
 
 def _loader(name: str):

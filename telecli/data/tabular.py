@@ -1,9 +1,13 @@
-"""Tabular regression from a CSV or Parquet file, or scikit-learn's bundled diabetes data (method.md §4).
+"""Tabular regression from a CSV or Parquet file, scikit-learn's bundled diabetes data, or a generated
+heavy-tailed table (method.md §4).
 
 ``task.root`` is the file (``.csv``, ``.tsv``, ``.parquet`` or ``.pq``) and ``task.target`` the name of
 the target column; every other column is a feature and must be numeric (encode categorical columns
 first). ``task.root = "diabetes"`` (or ``""``) uses ``sklearn.datasets.load_diabetes(scaled=False)``:
 442 real patients, 10 features, target column ``"target"``; nothing is downloaded.
+``task.root = "heavy-tailed"`` (or ``"heavy-tailed:rows=R,features=D,informative=K,seed=S"``) is the
+generated table of :func:`heavy_tailed`: log-normal features and a target of thresholds and interactions,
+a case where gradient-boosted trees beat a network (Grinsztajn et al. 2022); target column ``"target"``.
 
 Missing values (empty cells, NA, NaN, null, None, ?, n/a, ±inf) are not imputed: rows with any
 missing value (features or target) are **dropped**, counted in ``info["n_dropped_missing"]`` and named
@@ -28,6 +32,8 @@ from telecli.data.labels import split
 from telecli.errors import TelecliError
 
 BUILTIN = ("", "diabetes")
+HEAVY_TAILED = "heavy-tailed"
+HEAVY_TAILED_DEFAULTS = {"rows": 3000, "features": 8, "informative": 4, "seed": 0}
 MISSING = {"", "na", "nan", "null", "none", "?", "n/a", "#n/a"}
 
 
@@ -53,6 +59,59 @@ def load_table(spec: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str
     return x, y, names, meta
 
 
+def heavy_tailed(rows: int = 3000, features: int = 8, informative: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """The generated heavy-tailed regression table: column name → values (``x0`` … and ``target``).
+
+    A case where gradient-boosted trees beat a network at p = 0 for the reasons Grinsztajn et al. (2022)
+    give (method.md §4): an irregular (piecewise-constant) target, uninformative features, and a target
+    that is not rotation invariant. Each row i has a common factor u_i ~ N(0, 1) and each feature
+    j < ``features`` a Gaussian g_ij = ρ u_i + √(1 − ρ²) z_ij (ρ = 0.6, z_ij ~ N(0, 1)) shown through
+    a **log-normal** marginal, x_ij = exp(g_ij) (median 1, heavy right tail; the common factor makes
+    PC1 of the standardised features, the irregularity axis of §4.2, pick out the tail rows). The
+    target uses only the first ``informative`` features, through thresholds c_j ~ U[−0.5, 1] and
+    weights w_j = ±U[1, 2] and v_j ~ U[0.5, 1.5] drawn from the same seed:
+
+        y_i = Σ_{j<K} w_j 1{g_ij > c_j} + Σ_{j<K} v_j 1{g_ij > c_j} 1{g_i,(j+1 mod K) ≤ c_(j+1 mod K)} + ε_i,
+
+    ε_i ~ N(0, 0.25²). The target is bounded and flat far out in the tail, where a ReLU network
+    extrapolates linearly and the trees stay constant. Seeded: the same arguments give the same table.
+
+    >>> t = heavy_tailed(rows=12, seed=1)
+    >>> sorted(t)[:2], len(t["target"]), bool((t["x0"] > 0).all())
+    (['target', 'x0'], 12, True)
+    """
+    if not (rows >= 10 and 1 <= informative <= features):
+        raise TelecliError(f"heavy-tailed: need rows ≥ 10 and 1 ≤ informative ≤ features, got rows={rows}, "
+                           f"features={features}, informative={informative}")
+    rng = np.random.default_rng(seed)
+    rho = 0.6
+    u = rng.standard_normal((rows, 1))
+    g = rho * u + np.sqrt(1 - rho**2) * rng.standard_normal((rows, features))
+    c = rng.uniform(-0.5, 1.0, informative)
+    w = rng.choice([-1.0, 1.0], informative) * rng.uniform(1.0, 2.0, informative)
+    v = rng.uniform(0.5, 1.5, informative)
+    above = g[:, :informative] > c
+    y = above @ w + (above & ~np.roll(above, -1, axis=1)) @ v + 0.25 * rng.standard_normal(rows)
+    cols = {f"x{j}": np.exp(g[:, j]) for j in range(features)}
+    cols["target"] = y
+    return cols
+
+
+def heavy_tailed_settings(spec: str) -> dict[str, int] | None:
+    """``"heavy-tailed[:k=v,…]"`` → its settings (defaults filled in); None for another spec."""
+    head, _, rest = spec.partition(":")
+    if head.strip().lower() != HEAVY_TAILED:
+        return None
+    out = dict(HEAVY_TAILED_DEFAULTS)
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in out or not value.strip().lstrip("-").isdigit():
+            raise TelecliError(f"'{spec}': expected heavy-tailed:k=v,… with integer values and k in "
+                               f"{', '.join(HEAVY_TAILED_DEFAULTS)}")
+        out[key.strip()] = int(value)
+    return out
+
+
 def table_name(spec: str, meta: dict) -> str:
     """A short name of the data set for run ids and titles."""
     if meta.get("openml_name"):
@@ -61,6 +120,10 @@ def table_name(spec: str, meta: dict) -> str:
         return spec.split(":", 1)[1]
     if spec in BUILTIN:
         return "diabetes"
+    ht = heavy_tailed_settings(spec)
+    if ht is not None:  # the non-default settings name the table: one column of the figure each
+        short = {"rows": "n", "features": "d", "informative": "k", "seed": "s"}
+        return "-".join([HEAVY_TAILED] + [f"{short[k]}{v}" for k, v in ht.items() if v != HEAVY_TAILED_DEFAULTS[k]])
     return Path(spec).stem
 
 
@@ -103,10 +166,14 @@ def _columns(path: str) -> tuple[dict, str]:
         cols = {name: d.data[:, j].astype(np.float64) for j, name in enumerate(d.feature_names)}
         cols["target"] = d.target.astype(np.float64)
         return cols, "sklearn.datasets.load_diabetes"
+    ht = heavy_tailed_settings(path)
+    if ht is not None:
+        return heavy_tailed(**ht), "telecli.data.tabular.heavy_tailed(" + ", ".join(f"{k}={v}" for k, v in ht.items()) + ")"
     p = Path(path).expanduser()
     if not p.is_file():
         raise TelecliError(
-            f"tabular needs task.root = a .csv/.tsv/.parquet file or 'diabetes' (built-in); {path} is not a file"
+            f"tabular needs task.root = a .csv/.tsv/.parquet file, 'diabetes' or 'heavy-tailed' (built-in); "
+            f"{path} is not a file"
         )
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):

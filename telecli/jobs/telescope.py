@@ -34,6 +34,10 @@ from telecli.train.replay import Replayer, dense_states
 KINDS = ("actual", "telescoped", "linearized")
 # The smoother counts as tracking the network while smoother_gap ≤ SMOOTHER_TOLERANCE × std(targets).
 SMOOTHER_TOLERANCE = 0.1
+# The telescoping model counts as following the network while approx_error_telescoped (the mean of
+# |f − f̃| over the split, §2) ≤ TELESCOPING_TOLERANCE × std(targets); beyond it the first-order sum of
+# Eq. 5 (i) has drifted, and so have the residuals y − f̃ the smoother is built from (Eq. 7).
+TELESCOPING_TOLERANCE = 0.1
 SMOOTHER_DATASETS = ("smoother", "smoother_sq_norm", "kernel_norm")
 
 
@@ -248,6 +252,15 @@ def warn_if_unreliable(path: Path) -> None:
                   f"parameters are unreliable from step {int(f['steps'][int(np.argmin(ok))])}: {cause}",
                   file=sys.stderr)
             return
+        for s in SPLITS:
+            if f"validity/{s}/telescoping" in f and not f[f"validity/{s}/telescoping"][...].all():
+                ok = f[f"validity/{s}/telescoping"][...]
+                err = f[f"{s}/approx_error_telescoped"][...]
+                print(f"telecli: warning: on {s} points the telescoping model departs from the network by up to "
+                      f"{np.nanmax(err):.3g} (above {TELESCOPING_TOLERANCE:g} × the targets' spread "
+                      f"{float(f.attrs['target_spread_' + s]):.3g}) from step {int(f['steps'][int(np.argmin(ok))])}; "
+                      f"the effective parameters there are flagged (validity/{s}/ok)", file=sys.stderr)
+                return
 
 
 def _state0(traj, first, dev, dtype):
@@ -404,22 +417,40 @@ def summarise(f: h5py.File, loss_kind: str) -> None:
             if "kernel_norm" in g:
                 g["kernel_norm_max"] = np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan
                                                  for r in g["kernel_norm"][...]])
-    if "train/smoother_gap" in f or "test/smoother_gap" in f:
-        validity(f)
+    validity(f)
 
 
 def validity(f: h5py.File) -> None:
-    """Per written step, whether the effective parameters mean what they say (docs/effective-parameters.md):
+    """Per written step, whether the telescoping model and the effective parameters mean what they say
+    (docs/effective-parameters.md "When p means what it says"):
+
+    * ``validity/{split}/telescoping``: f̃ tracks f_θ (approx_error_telescoped ≤ TELESCOPING_TOLERANCE ×
+      std(y)); written for every results file;
+
+    with ``--effective-params``:
 
     * ``validity/recipe``: every step so far is the step the smoother models (recipe_error ≤ tolerance);
     * ``validity/parameters``: Θ^S y + Θ^C tracks θ_t (parameter_gap_relative ≤ PARAMETER_TOLERANCE);
     * ``validity/{split}/smoother``: s(x)·y + c(x) tracks f_θ(x) (smoother_gap ≤ SMOOTHER_TOLERANCE × std(y));
-    * ``validity/{split}/ok``: all three. Thresholds are attributes of the file."""
+    * ``validity/{split}/ok``: all four. Thresholds and the targets' spread are attributes of the file.
+
+    A non-finite error fails its check."""
     from telecli.lens.recipe import RECIPE_TOLERANCE
     from telecli.jobs.smoother import PARAMETER_TOLERANCE
 
     if "validity" in f:
         del f["validity"]
+    f.attrs["telescoping_tolerance"] = TELESCOPING_TOLERANCE
+    tele = {}
+    for s in SPLITS:
+        if f"{s}/approx_error_telescoped" not in f:
+            continue
+        spread = target_spread(f[f"{s}/targets"][...])
+        f.attrs["target_spread_" + s] = spread
+        tele[s] = within(f[f"{s}/approx_error_telescoped"][...], TELESCOPING_TOLERANCE * spread)
+        f[f"validity/{s}/telescoping"] = tele[s]
+    if not ("train/smoother_gap" in f or "test/smoother_gap" in f):
+        return
     dtype = DTYPES.get(str(f.attrs.get("dtype")), torch.float64)
     rtol = RECIPE_TOLERANCE[dtype]
     S = len(f["steps"])
@@ -438,11 +469,27 @@ def validity(f: h5py.File) -> None:
     for s in SPLITS:
         if f"{s}/smoother_gap" not in f:
             continue
-        scale = float(np.std(f[f"{s}/targets"][...])) or 1.0
+        scale = target_spread(f[f"{s}/targets"][...])
         f.attrs["smoother_scale_" + s] = scale
         smooth = np.nan_to_num(f[f"{s}/smoother_gap"][...], nan=0.0) <= SMOOTHER_TOLERANCE * scale
         f[f"validity/{s}/smoother"] = smooth
-        f[f"validity/{s}/ok"] = recipe & params & smooth
+        f[f"validity/{s}/ok"] = recipe & params & smooth & tele.get(s, True)
+
+
+def target_spread(y: np.ndarray) -> float:
+    """The targets' spread the validity thresholds are relative to: their standard deviation over points
+    and outputs (1 when they are constant)."""
+    return float(np.std(y)) or 1.0
+
+
+def within(err: np.ndarray, bound: float) -> np.ndarray:
+    """err ≤ bound per step; a non-finite error is not within.
+
+    >>> within(np.array([0.0, 0.2, np.nan]), 0.1).tolist()
+    [True, False, False]
+    """
+    err = np.asarray(err, dtype=float)
+    return np.isfinite(err) & (err <= bound)
 
 
 # Column shards (--effective-params --shard i/N, method.md §10.1): these add up; the rest is the same in each.

@@ -17,10 +17,10 @@ BUILTIN_FACTORY = "telecli.models:build"
 
 
 def _registry():
-    from telecli.models import cnn, features, mlp, poly, resnet20
+    from telecli.models import cnn, features, mlp, poly, resnet20, transformer
 
     return {"mlp": mlp.MLP, "poly": poly.PolyNet, "features": features.RandomFeatures, "cnn": cnn.CNN,
-            "resnet20": resnet20.ResNet20}
+            "resnet20": resnet20.ResNet20, "transformer": transformer.Transformer}
 
 
 def build(name: str, input_shape: list[int], output_dim: int, init_scale: float = 1.0, **kwargs) -> nn.Module:
@@ -69,6 +69,7 @@ _SPEC_KEYS = {
     "cnn": ("channels", "sigmoid"),
     "resnet20": (),
     "features": ("width",),
+    "transformer": ("d_model", "heads", "d_mlp", "blocks", "activation", "layernorm"),
 }
 MODELS = tuple(_SPEC_KEYS)  # the built-in model names of ModelConfig.name (besides "factory")
 

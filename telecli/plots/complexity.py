@@ -4,8 +4,9 @@ Top: train and test error per step: the misclassification rate when the targets 
 otherwise the loss (½‖f − y‖² averaged over points for MSE). Bottom: the effective parameters p^train
 and p^test (method.md Eq. 8) per step. Log step axis. Several files overlay: one colour family per
 file, test solid, train dashed and lighter. Steps where the file's validity flags say p is not to be
-trusted (the smoother departs from the network, or the run is not what the analysis models) are
-hatched grey on both panels, with a legend entry. Runs that differ only in their seed are one line:
+trusted (``validity/{split}/ok`` false: the smoother or the telescoping model departs from the network
+by more than a tenth of the targets' spread, or the run is not what the analysis models; docs/format.md
+§2) are hatched grey on both panels, with a legend entry. Runs that differ only in their seed are one line:
 the mean over seeds with a ± s.e. band.
 """
 
@@ -20,6 +21,14 @@ from telecli.plots import style
 from telecli.plots.seeds import band, curve
 
 EFFECTIVE_HINT = "telecli telescope RUN --effective-params"
+FLAGGED_LABEL = "flagged: a validity check fails (smoother, f̃, parameters)"
+
+
+def flagged_handle():
+    """The legend entry of the hatched steps (style.shade_steps), naming what the flags check."""
+    handle = style.invalid_handle()
+    handle.set_label(FLAGGED_LABEL)
+    return handle
 
 
 def error_curves(f: h5py.File) -> tuple[dict[str, np.ndarray], str]:
@@ -33,12 +42,14 @@ def error_curves(f: h5py.File) -> tuple[dict[str, np.ndarray], str]:
     return loss, ("MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)" if kind == "mse" else "cross-entropy loss")
 
 
-def draw_column(top, bottom, files: list, colours: list[tuple]) -> tuple[set[str], bool]:
+def draw_column(top, bottom, files: list, colours: list[tuple], splits: tuple[str, ...] = ("train", "test"),
+                names: list[str] | None = None) -> tuple[set[str], bool]:
     """One column of the figure: per file (or seed group: mean ± s.e.) train (``colours``' first of the
-    pair, dashed when ``dashed``) and test error on ``top``, p^train and p^test on ``bottom``; steps whose
-    validity flags are false hatched. Returns (the y labels used, whether anything was hatched)."""
+    pair, dashed when ``dashed``) and test error on ``top``, p^train and p^test on ``bottom`` (only the
+    ``splits`` asked for; ``names`` prefix each file's labels); steps whose validity flags are false
+    hatched. Returns (the y labels used, whether anything was hatched)."""
     ylabels, shaded = set(), False
-    for f, (c_train, c_test, ls_train) in zip(files, colours):
+    for i, (f, (c_train, c_test, ls_train)) in enumerate(zip(files, colours)):
         x = style.steps(f)
         keep = style.step_axis(bottom, x, log=True)
         bad = style.invalid_steps(f)
@@ -46,14 +57,15 @@ def draw_column(top, bottom, files: list, colours: list[tuple]) -> tuple[set[str
             for ax in (top, bottom):
                 shaded |= style.shade_steps(ax, x[keep], bad[keep], log=True)
         ylabels.add(error_curves(getattr(f, "members", [f])[0])[1])
-        err = {s: curve(f, lambda g, s=s: error_curves(g)[0][s]) for s in ("train", "test")}
-        p = {s: curve(f, lambda g, s=s: style.read(g, f"{s}/effective_parameters")) for s in ("train", "test")}
+        err = {s: curve(f, lambda g, s=s: error_curves(g)[0][s]) for s in splits}
+        p = {s: curve(f, lambda g, s=s: style.read(g, f"{s}/effective_parameters")) for s in splits}
         cut = (lambda a: None if a is None else a[keep])  # noqa: E731
-        band(top, x[keep], err["train"][0][keep], cut(err["train"][1]), c_train, ls=ls_train, label="train")
-        band(top, x[keep], err["test"][0][keep], cut(err["test"][1]), c_test, label="test")
-        band(bottom, x[keep], p["train"][0][keep], cut(p["train"][1]), c_train, ls=ls_train,
-             label=r"$p^{\mathrm{train}}$")
-        band(bottom, x[keep], p["test"][0][keep], cut(p["test"][1]), c_test, label=r"$p^{\mathrm{test}}$")
+        pre = f"{names[i]}: " if names else ""
+        for s in splits:
+            colour, ls = (c_train, ls_train) if s == "train" else (c_test, "-")
+            band(top, x[keep], err[s][0][keep], cut(err[s][1]), colour, ls=ls, label=pre + s)
+            band(bottom, x[keep], p[s][0][keep], cut(p[s][1]), colour, ls=ls,
+                 label=pre + rf"$p^{{\mathrm{{{s}}}}}$")
     top.set_xscale("log")
     return ylabels, shaded
 
@@ -70,7 +82,7 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
         ylabels, shaded = draw_column(top, bottom, files, pairs)
         top.set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
         bottom.set_ylabel(r"effective parameters $p$")
-        extra = [style.invalid_handle()] if shaded else []
+        extra = [flagged_handle()] if shaded else []
         if single:
             top.set_title(labels[0], loc="left")
             style.legend(top)
@@ -83,21 +95,33 @@ def draw(files: list[h5py.File], out: Path, *, labels: list[str], **_) -> None:
         style.save(fig, out)
 
 
-def draw_panels(panels: list[tuple[str, object]], out: Path) -> None:
-    """The paper's layout of Figs. 11–13: one column per setting (title; its seed group drawn as mean ±
-    s.e.), error on top and p below; used by ``telecli reproduce``."""
+def draw_panels(panels: list[tuple], out: Path) -> None:
+    """The paper's layout of Figs. 4 and 11–13: one column per setting, error on top and p below; used by
+    ``telecli reproduce``. A panel is (title, seed group), drawn as mean ± s.e. of train and test, or
+    (title, [(name, seed group), …], splits): several settings overlaid in one column, one colour each,
+    only ``splits`` drawn (Fig. 4's third column: test only, with and without sigmoid)."""
     n = len(panels)
     with style.house_style():
-        fig, axes = style.new_figure(2, n, size=(2.6 * n + 0.6, 4.8), sharex=True, squeeze=False)
-        ylabels, shaded = set(), False
-        for j, (title, group) in enumerate(panels):
-            used, hatched = draw_column(axes[0, j], axes[1, j], [group], [(style.TRAIN, style.TEST, "-")])
-            ylabels |= used
+        fig, axes = style.new_figure(2, n, size=(2.6 * n + 0.6, 4.8), sharex="col", squeeze=False)
+        shaded, per_column = False, []
+        for j, panel in enumerate(panels):
+            title, groups = panel[0], panel[1]
+            if isinstance(groups, list):
+                colours = style.palette(len(groups))
+                pairs = [(style.lighter(c), c, "--") for c in colours]
+                used, hatched = draw_column(axes[0, j], axes[1, j], [g for _, g in groups], pairs, tuple(panel[2]),
+                                            [name for name, _ in groups])
+                axes[0, j].legend(loc="best", fontsize="small")
+            else:
+                used, hatched = draw_column(axes[0, j], axes[1, j], [groups], [(style.TRAIN, style.TEST, "-")])
+            per_column.append(used.pop() if len(used) == 1 else "error (rate or loss)")
             shaded |= hatched
             axes[0, j].set_title(title, loc="left")
-        axes[0, 0].set_ylabel(ylabels.pop() if len(ylabels) == 1 else "error (rate or loss)")
+        for j, label in enumerate(per_column if len(set(per_column)) > 1 else per_column[:1]):
+            axes[0, j].set_ylabel(label)  # one label, or one per column where they differ (Fig. 4)
         axes[1, 0].set_ylabel(r"effective parameters $p$")
-        style.legend(axes[0, 0])
+        if not isinstance(panels[0][1], list):
+            style.legend(axes[0, 0])
         handles, _ = axes[1, 0].get_legend_handles_labels()
-        axes[1, 0].legend(handles=handles + ([style.invalid_handle()] if shaded else []), loc="best")
+        axes[1, 0].legend(handles=handles + ([flagged_handle()] if shaded else []), loc="best")
         style.save(fig, out)

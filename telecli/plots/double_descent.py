@@ -3,11 +3,13 @@
 x: the hidden width read from each file's run configuration (``model.width``, or ``--x-key``), log
 scale. Top: final train/test loss (``loss_actual`` at the last stored step; ½‖f − y‖² for MSE).
 Bottom: final p^train and p^test. Files with the same width (several seeds) are averaged: mean ±
-standard error (sample standard deviation / √n) as error bars.
+standard error (sample standard deviation / √n) as error bars. :func:`draw_columns` draws several such
+columns side by side (``telecli reproduce fig9``: with and without label noise).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -51,6 +53,56 @@ def final(f: h5py.File, name: str) -> float:
     return float(v[ok[-1]]) if ok.size else float("nan")
 
 
+@dataclass
+class Column:
+    """One column of the figure: per-x mean ± s.e. over seeds of the four final values, keyed
+    ``loss_actual/train`` … ``effective_parameters/test`` → (x, mean, se); ``threshold``: the interpolation
+    threshold to mark (a vertical dashed line; None for none)."""
+
+    title: str
+    rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    seeds: int = 1
+    threshold: float | None = None
+
+
+def finals(files: list[h5py.File]) -> dict[str, np.ndarray]:
+    """The final value of each file for the four curves the figure draws (``loss_actual/train`` …)."""
+    return {f"{kind}/{s}": np.asarray([final(f, f"{s}/{kind}") for f in files])
+            for kind in ("loss_actual", "effective_parameters") for s in ("train", "test")}
+
+
+def draw_columns(columns: list[Column], out: Path, *, xlabel: str = "hidden width (number of neurons)",
+                 loss_kind: str = "mse") -> None:
+    """Top row: final train/test loss against x (log); bottom row: final p^train and p^test; one column per
+    :class:`Column`, error bars ± s.e. over seeds (method.md §6, Figs. 3, 9, 10)."""
+    with style.house_style():
+        width, height = style.DOUBLE
+        fig, axes = style.new_figure(2, len(columns), size=(width * (0.5 + 0.55 * len(columns)) if len(columns) > 1
+                                                            else width, height), sharex="col", squeeze=False)
+        for j, col in enumerate(columns):
+            top, bottom = axes[0][j], axes[1][j]
+            for ax, kind, labels in ((top, "loss_actual", ("train", "test")),
+                                     (bottom, "effective_parameters", (r"$p^{\mathrm{train}}$", r"$p^{\mathrm{test}}$"))):
+                for s, label, colour in zip(("train", "test"), labels, (style.TRAIN, style.TEST)):
+                    ux, m, se = col.rows[f"{kind}/{s}"]
+                    ax.errorbar(ux, m, yerr=se if col.seeds > 1 else None, color=colour, marker="o", label=label)
+                if col.threshold is not None:
+                    ax.axvline(col.threshold, color=style.GRAY, linestyle="--", linewidth=0.9,
+                               label="interpolation threshold" if kind == "loss_actual" else None)
+            bottom.set_xscale("log")
+            bottom.set_xlabel(xlabel)
+            title = col.title + (f"  (mean ± s.e., {col.seeds} seeds)" if col.seeds > 1 else "")
+            if title:
+                top.set_title(title, loc="left")
+            if j == 0:
+                top.set_ylabel(("final MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)") if loss_kind == "mse"
+                               else "final cross-entropy loss")
+                bottom.set_ylabel(r"final effective parameters $p$")
+            style.legend(top)
+            style.legend(bottom)
+        style.save(fig, out)
+
+
 @style.requires("train/effective_parameters", "test/effective_parameters", hint=EFFECTIVE_HINT)
 @style.requires("steps", "train/loss_actual", "test/loss_actual")
 def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, x_key: str | None = None,
@@ -60,27 +112,10 @@ def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, x
     x = widths(files, names, key)
     if np.any(x <= 0):
         raise TelecliError(f"'{key}' must be positive for the log axis, got {x[x <= 0][0]:g}")
-    rows = {f"{kind}/{s}": np.asarray([final(f, f"{s}/{kind}") for f in files])
-            for kind in ("loss_actual", "effective_parameters") for s in ("train", "test")}
+    rows = {name: mean_se(x, v) for name, v in finals(files).items()}
     seeds = max(int(np.sum(x == v)) for v in np.unique(x))
     kind = files[0].attrs.get("loss", "mse")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-    xlabel = "hidden width (number of neurons)" if key == DEFAULT_KEY else key
-    with style.house_style():
-        fig, (top, bottom) = style.new_figure(2, 1, size=style.DOUBLE, sharex=True)
-        for ax, kind_, names_ in ((top, "loss_actual", ("train", "test")),
-                                  (bottom, "effective_parameters", (r"$p^{\mathrm{train}}$", r"$p^{\mathrm{test}}$"))):
-            for s, label, colour in zip(("train", "test"), names_, (style.TRAIN, style.TEST)):
-                ux, m, se = mean_se(x, rows[f"{kind_}/{s}"])
-                ax.errorbar(ux, m, yerr=se if seeds > 1 else None, color=colour, marker="o", label=label)
-        bottom.set_xscale("log")
-        bottom.set_xlabel(xlabel)
-        top.set_ylabel(("final MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)") if kind == "mse"
-                       else "final cross-entropy loss")
-        bottom.set_ylabel(r"final effective parameters $p$")
-        if seeds > 1:
-            top.set_title(f"mean ± s.e. over up to {seeds} seeds per width" if key == DEFAULT_KEY
-                          else f"mean ± s.e. over up to {seeds} files per value", loc="left")
-        style.legend(top)
-        style.legend(bottom)
-        style.save(fig, out)
+    title = "" if seeds <= 1 else ("" if key == DEFAULT_KEY else f"up to {seeds} files per value")
+    draw_columns([Column(title, rows, seeds)], out, loss_kind=kind,
+                 xlabel="hidden width (number of neurons)" if key == DEFAULT_KEY else key)

@@ -96,9 +96,10 @@ def draw(files: list[h5py.File], out: Path, *, names: list[str] | None = None, *
                 d0 = float(e["mse_diff"][int(np.argmin(np.abs(p)))])
                 why = "NN better" if d0 <= 0 else f"within {DENOMINATOR_FLOOR:.0%}"
                 top.text(0.02, 0.97, f"relative MSE undefined at p = 0\n(MSE$_{{NN}}$ − MSE$_{{GBT}}$ = {d0:.3g}: "
-                         f"{why}); difference shown", transform=top.transAxes, va="top", fontsize=7, color="0.25")
+                         f"{why});\ndifference shown", transform=top.transAxes, va="top", fontsize=7, color="0.25")
                 top.set_ylabel(r"MSE$_{\mathrm{NN}}$ − MSE$_{\mathrm{GBT}}$")
-            top.set_title(ds + (f"  ({seeds} seeds)" if seeds > 1 else ""), loc="left")
+            top.set_title(ds + (f"{chr(10) if len(ds) > 18 else '  '}({seeds} seeds)" if seeds > 1 else ""),
+                          loc="left", fontsize=None if len(ds) <= 30 else 7)
             bottom.errorbar(p, e["kernel_norm_nn"], yerr=e["kernel_norm_nn_se"] if seeds > 1 else None,
                             color=NN_COLOUR, marker="o", label="NN (tangent kernel)")
             bottom.errorbar(p, e["kernel_norm_gbt"], yerr=e["kernel_norm_gbt_se"] if seeds > 1 else None,

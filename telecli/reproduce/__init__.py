@@ -6,8 +6,8 @@ DIR/FIGURE.png and DIR/claims.json (figure → its claims: the claim, the number
 A figure is a :class:`Figure`: how to expand its grid at a scale, how to draw it, which claims to test.
 The registry is one dict and a get, as open_lth's.
 
->>> sorted(FIGURES, key=lambda n: int(n[3:])), get("fig7").title
-(['fig2', 'fig7', 'fig8', 'fig11', 'fig13'], 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
+>>> {"fig2", "fig4", "fig7", "fig8", "fig11", "fig12", "fig13"} <= set(FIGURES), get("fig7").title
+(True, 'Approximation quality in all five settings (SGD, AdamW, momentum, weight decay, sigmoid)')
 """
 
 from __future__ import annotations

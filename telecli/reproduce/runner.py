@@ -19,6 +19,7 @@ from telecli.errors import TelecliError
 from telecli.options import parse_count
 from telecli.reproduce import SCALES, Figure, get
 from telecli.reproduce.cells import Cell
+from telecli.reproduce.reading import validity
 from telecli.store.atomic import atomic_write_json, make_dirs
 
 
@@ -109,7 +110,8 @@ def reproduce(figure: str, *, scale: str = "small", seeds: int | None = None, jo
     fig.draw(cells, out, path)
     claims = fig.claims(cells, out)
     doc = {"figure": figure, "title": fig.title, "scale": scale, "seeds": seeds, "cells": len(cells),
-           "figure_file": str(path), "claims": claims, "holding": sum(bool(c["holds"]) for c in claims)}
+           "figure_file": str(path), "claims": claims, "holding": sum(bool(c["holds"]) for c in claims),
+           "validity": validity(cells, out)}
     _record_claims(out / "claims.json", figure, doc)
     return doc
 

@@ -143,8 +143,10 @@ TELESCOPE = Kind(
         "validity/parameters": Var(("step",), "parameter_gap_relative ≤ attr parameter_tolerance"),
         **{f"validity/{s}/smoother": Var(("step",), "smoother_gap ≤ smoother_tolerance × std of the targets")
            for s in SPLITS},
-        **{f"validity/{s}/ok": Var(("step",), "recipe, parameters and smoother checks all hold: p is trustworthy")
-           for s in SPLITS},
+        **{f"validity/{s}/telescoping": Var(("step",), "approx_error_telescoped ≤ telescoping_tolerance × std of "
+                                                         "the targets: f̃ follows the network") for s in SPLITS},
+        **{f"validity/{s}/ok": Var(("step",), "recipe, parameters, smoother and telescoping checks all hold: p is "
+                                              "trustworthy") for s in SPLITS},
     },
     {
         "step": Coord(nearest("steps"), "training step t"),

@@ -24,7 +24,9 @@ from telecli.store.trajectory import MANIFEST, Trajectory, read_manifest
 from telecli.train.augment import crop_flip
 from telecli.train.optim import learning_rate, loss_fn, make_optimizer
 from telecli.optim import get as get_optimizer
-from telecli.train.recorder import Recorder, state_keys
+from telecli.train.recorder import FROZEN, Recorder, state_keys
+from telecli.train.stopping import ACCURACY, META_ACCURACY, META_LOSS, PaperStop, measure
+from telecli.train.stopping import replay as replay_rule
 
 class BatchOrder:
     """B_t for step t ≥ 1: epoch e = (t−1) // batches_per_epoch reads a permutation seeded by (seed, e);
@@ -85,12 +87,17 @@ def restore(setup: Setup, traj: Trajectory, step: int, opt_step: int) -> None:
     opt = traj.optimizer_state(step) if opt_step and state_keys(traj.manifest["optimizer"]) else {}
     load_state(setup, traj.manifest["optimizer"], traj.theta(step), traj.buffers(step), opt, opt_step,
                where=str(traj.run_dir))
+    frozen = {k[len(FROZEN):]: v for k, v in traj.data().items() if k.startswith(FROZEN)}
+    with torch.no_grad():  # frozen parameters (kept once by the Recorder): the run's values, whatever the seed
+        for name, p in setup.model.named_parameters():
+            if not p.requires_grad and name in frozen:
+                p.copy_(frozen[name])
 
 
 def load_state(setup: Setup, opt_info: dict, theta: dict, buffers: dict, opt: dict, opt_step: int,
                where: str = "the run") -> None:
     """Put θ, buffers and the optimiser state (store names without prefix) into model and optimiser."""
-    named = dict(setup.model.named_parameters())
+    named = {n: p for n, p in setup.model.named_parameters() if p.requires_grad}  # θ; frozen ones are not stored per step
     with torch.no_grad():
         for name, p in named.items():
             p.copy_(theta[name])
@@ -162,15 +169,25 @@ def clear_unstarted(run_dir: Path) -> None:
         p.rmdir() if p.is_dir() else p.unlink()
 
 
+def stopping_rule(cfg: RunConfig) -> PaperStop | None:
+    """The rule of ``train.stop`` (telecli.train.stopping), or None for a fixed number of steps."""
+    if cfg.train.stop == "paper":
+        return PaperStop(cfg.train.stop_patience_epochs, cfg.train.stop_tolerance)
+    return None
+
+
 def fit(setup: Setup, cfg: RunConfig, order: BatchOrder, *, start: int = 0, rec: Recorder | None = None,
-        progress: bool = True, label: str = "train") -> None:
+        progress: bool = True, label: str = "train", rule: PaperStop | None = None) -> None:
     """Steps start+1 … ``cfg.train.steps`` of :func:`train_step`, each recorded when ``rec`` is given
-    (closed "complete" at the end). A non-finite loss closes the record as stopped and raises
+    (closed "complete" at the end). With a stopping ``rule`` (method.md §3.2; its state already fed the
+    epochs up to ``start``), the whole training set is measured at each epoch's last step and the run
+    ends there once the rule says so: complete at that step, the manifest's ``stopped_early`` naming
+    the step, the epoch and the reason. A non-finite loss closes the record as stopped and raises
     NonFiniteError (the steps before it are kept). Ctrl-C (KeyboardInterrupt) leaves the record as a kill
     would, with status "interrupted" (:meth:`Recorder.interrupt`): resuming it gives the files of an
     uninterrupted run."""
     try:
-        _fit(setup, cfg, order, start, rec, progress, label)
+        _fit(setup, cfg, order, start, rec, progress, label, rule)
     except KeyboardInterrupt:
         if rec is not None:
             rec.interrupt()
@@ -178,9 +195,10 @@ def fit(setup: Setup, cfg: RunConfig, order: BatchOrder, *, start: int = 0, rec:
 
 
 def _fit(setup: Setup, cfg: RunConfig, order: BatchOrder, start: int, rec: Recorder | None, progress: bool,
-         label: str) -> None:
+         label: str, rule: PaperStop | None = None) -> None:
     setup.model.train()
     T = cfg.train.steps
+    stop = None
     with Progress(T - start, label, enabled=progress) as bar:
         for t in range(start + 1, T + 1):
             idx, value = train_step(setup, cfg, order, t)
@@ -192,11 +210,29 @@ def _fit(setup: Setup, cfg: RunConfig, order: BatchOrder, start: int, rec: Recor
                     f"non-finite training loss at step {t}; steps 0..{rec.writer.manifest['last_step']} are kept "
                     f"in {rec.run_dir} (lower train.lr or use float64)"
                 )
+            records = None
+            if rule is not None and t % order.per_epoch == 0:
+                epoch_loss, epoch_acc = measure(setup.model, setup.x_train, setup.y_train, cfg.train.loss)
+                records = {META_LOSS: epoch_loss, META_ACCURACY: epoch_acc}
+                why = rule.update(t // order.per_epoch, epoch_loss, epoch_acc)
+                if why is not None:
+                    stop = _stopped(cfg, t, t // order.per_epoch, why, epoch_loss, epoch_acc)
             if rec is not None:
-                rec.step(idx, loss=value)
+                rec.step(idx, loss=value, records=records)
             bar.advance(1, loss=value)
+            if stop is not None:
+                break
     if rec is not None:
-        rec.close("complete")
+        rec.close("complete", stopped_early=stop)
+
+
+def _stopped(cfg: RunConfig, step: int, epoch: int, why: str, epoch_loss: float, epoch_acc: float) -> dict:
+    """The manifest's ``stopped_early`` entry of a run the rule ended at ``step``."""
+    tr = cfg.train
+    reason = (why if why == ACCURACY else
+              f"train loss not improved by more than {tr.stop_tolerance:g} for {tr.stop_patience_epochs} epochs")
+    return {"step": step, "epoch": epoch, "rule": tr.stop, "reason": reason, "train_loss": epoch_loss,
+            "train_accuracy": None if np.isnan(epoch_acc) else epoch_acc}  # None: regression targets
 
 
 def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
@@ -241,11 +277,26 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
     rec = open_recorder(setup, cfg, run_dir, order, config=record, overwrite=overwrite, resume=resume,
                         parent=None if parent is None else {"run": str(parent["run"]), "at": start},
                         start_step=start)
+    rule = stopping_rule(cfg)
     if resume:
         last = rec.step_count
         restore(setup, Trajectory(run_dir), last, opt_step=last)
         start = last
-    fit(setup, cfg, order, start=start, rec=rec, progress=progress, label=f"record {run_dir.name}")
+    if rule is not None and start > 0:
+        # the rule's state at `start`, from the epochs recorded so far (this run's, or the parent's)
+        source = Trajectory(run_dir if resume else parent["run"]).meta()
+        try:
+            why = replay_rule(rule, source, order.per_epoch, start)
+        except ValueError as e:
+            raise TelecliError(f"train.stop = \"paper\" cannot continue from step {start}: {e}") from None
+        if why is not None and resume:  # killed between the rule's decision and the final manifest
+            loss_, acc = (float(source[k][source["step"] == start][0]) for k in (META_LOSS, META_ACCURACY))
+            rec.close("complete", stopped_early=_stopped(cfg, start, start // order.per_epoch, why, loss_, acc))
+            return run_dir
+        if why is not None:
+            raise TelecliError(f"the parent's stopping rule ended it at or before step {start}; branch from an "
+                               f"earlier step or with train.stop = \"none\"")
+    fit(setup, cfg, order, start=start, rec=rec, progress=progress, label=f"record {run_dir.name}", rule=rule)
     return run_dir
 
 

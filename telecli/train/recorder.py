@@ -285,11 +285,13 @@ class Recorder:
             return step in self._schedule
         return step % self._every == 0
 
-    def step(self, batch=None, loss: float | None = None) -> None:
+    def step(self, batch=None, loss: float | None = None, records: dict[str, float] | None = None) -> None:
         """Record the step just taken: B_t (integer indices into the training set, or a boolean mask of
         length n; None = full batch), the training loss (optional) and, at stored steps, θ_t with
         buffers and optimiser state. Call it once after every optimizer.step(); indices may repeat
-        (a batch drawn with replacement counts an example once per draw)."""
+        (a batch drawn with replacement counts an example once per draw). ``records``: further per-step
+        scalars of the loop's own (stored as ``meta.NAME``, NaN at the steps that give none; e.g. the
+        stopping rule's per-epoch training loss and accuracy, telecli.train.stopping)."""
         t = self.step_count + 1
         n = self.writer.manifest["data"]["n_train"]
         idx = _batch_indices(batch, n, t)
@@ -318,6 +320,10 @@ class Recorder:
         lr = float(group["lr"])
         extra = {k: seen[k] for k in ("clip", "clip_spread", "input_deviation", "loss_scale", "loss_residual")}
         extra.update(get_optimizer(self.opt_info["name"]).hyper(group))
+        for key, value in (records or {}).items():
+            if key in extra or key in ("step", "lr", "loss", "batch"):
+                raise TelecliError(f"rec.step() for step {t}: record '{key}' clashes with a per-step record telecli keeps")
+            extra[key] = float(value)
         stored_batch = None if (batch is None and self.writer.full_batch) else idx
         self.writer.add_meta(t, lr, math.nan if loss is None else float(loss), stored_batch, extra)
         if self.is_stored(t) or (self._total is not None and t == self._total):
@@ -329,9 +335,17 @@ class Recorder:
             if name not in known:
                 self.writer.manifest["train_mode_layers"].append({"name": name, "type": kind})
 
-    def close(self, status: str = "complete") -> None:
+    def close(self, status: str = "complete", stopped_early: dict[str, Any] | None = None) -> None:
+        """Close the record with ``status``. ``stopped_early`` ({"step", "reason", …}): the loop ended the
+        run before its planned ``total_steps`` by a stopping rule; the run is complete at that step (θ of
+        the step is stored) and the manifest's ``stopped_early`` says where and why (docs/format.md)."""
         if self._closed:
             return
+        if stopped_early is not None:
+            if status != "complete" or int(stopped_early.get("step", -1)) != self.step_count:
+                raise TelecliError(f"stopped_early must name the last recorded step ({self.step_count}) of a "
+                                   f"complete run, got {stopped_early!r}")
+            self.writer.manifest["stopped_early"] = {**stopped_early, "planned_steps": self._total}
         self._closed = True
         self.watch.close()
         if self.writer.manifest["last_step"] != self.step_count and status == "complete":

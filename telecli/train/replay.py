@@ -17,6 +17,7 @@ from telecli.models import instantiate
 from telecli.store.trajectory import BUFFER, OPT, THETA, Trajectory
 from telecli.train.loop import BatchOrder, Setup, load_state, train_step
 from telecli.train.optim import make_optimizer
+from telecli.jobs.common import _frozen_as_buffers
 from telecli.runtime import resolve_dtype
 from telecli.train.recorder import snapshot, state_keys
 
@@ -42,7 +43,9 @@ class Replayer:
         dtype = resolve_dtype(m["dtype"])
         data = traj.data()
         torch.manual_seed(0)
-        model = instantiate(m["model"]["factory"], m["model"]["kwargs"]).to(device=device, dtype=dtype)
+        model = instantiate(m["model"]["factory"], m["model"]["kwargs"])
+        _frozen_as_buffers(model, traj)  # frozen parameters hold the run's values, not seed 0's
+        model = model.to(device=device, dtype=dtype)
         model.train()
         opt = make_optimizer(self.cfg.train, model.parameters())
         as_t = lambda a: a.to(device=device, dtype=dtype)  # noqa: E731
