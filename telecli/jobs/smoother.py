@@ -233,17 +233,19 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 G_S, G_C = sm.pseudo_gradient(J_B, RS, RC, rho, B, out=G_buffer)
                 state_t = flat_state(st) if rule.needs_recorded_state(opt) else {}
                 U_S, U_C = rule.direction(state, G_S, G_C, h, int(t), state_t)
-                K_train = J_train @ J_B.T
                 J_eval = {s: kernel_jacobian(model, X[s], params=params, memory=kernel_memory).reshape(X[s].shape[0] * k, -1)
                           for s in test_splits}
-                K_eval = {s: J_eval[s] @ J_B.T for s in test_splits}
                 sm.parameter_space_step(S_train, c_train, J_train, U_S, U_C, lr)
                 for s in test_splits:
                     sm.parameter_space_step(s_eval[s], c_eval[s], J_eval[s], U_S, U_C, lr)
                 sm.advance_parameters(state, U_S, U_C, lr)
-            if "train" in X:
+                # The kernels K = J J_Bᵀ serve only the kernel-row norms here ((n+m)k × P × |B|k each step,
+                # more than the recursion's (n+m)k × P × C): they are formed at written steps only.
+                K_train = J_train @ J_B.T if t in row_of else None
+                K_eval = {s: J_eval[s] @ J_B.T for s in test_splits} if t in row_of else {}
+            if K_train is not None and "train" in X:
                 norms["train"] = sm.kernel_row_norms(K_train, n, k, B)[train_rows]
-            for s in test_splits:
+            for s in K_eval:
                 norms[s] = sm.kernel_row_norms(K_eval[s], X[s].shape[0], k, B)
             for s in norms:
                 kmax[s][r] = float(norms[s].max()) if norms[s].numel() else np.nan

@@ -123,7 +123,7 @@ def _per_split(s: str) -> dict[str, Var]:
         f"{s}/smoother_gap": Var(("step",), "mean abs(smoother − actual): the consistency check of §1.5"),
         f"{s}/kernel_norm": Var(("step", "point"), "‖k_t(x)‖₂, k_t(x) = K_t(x, B_t)/∣B_t∣ (Eq. 3); NaN at the first step"),
         f"{s}/kernel_norm_max": Var(("step",), "maximum of kernel_norm over the split's points"),
-        f"{s}/kernel_norm_max_every_step": Var(("every_step",), "maximum kernel norm over the points for every step 1..T"),
+        f"{s}/kernel_norm_max_every_step": Var(("every_step",), "maximum kernel norm over the points for every step 1..T (parameter-space smoother: written steps only, NaN between)"),
         f"{s}/components/*": Var(_PRED, "the update Δf̃_t(x) of this origin (they sum to telescoped_t − telescoped_{t−1})"),
         f"{s}/probe_effective_parameters": Var(("step", "probe"), "p seen by probe r: (n/N) Σ_j ‖s_t(x_j) z_r‖² / k"),
         f"{s}/effective_parameters_se": Var(("step",), "standard error of the sketched effective parameters"),
