@@ -462,3 +462,26 @@ def test_info_mentions_the_parameter_count(tmp_path, monkeypatch):
     assert "complete" in out and "0, 1, 2, 3, 4" in out, out
     code, _, err = cli("info", tmp_path / "nothing")
     assert_one_line_error(code, err, "nothing")
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes(tmp_path):
+    """A manifest written before train.stop existed (the key absent) resumes: absent settings are read
+    with their defaults. A changed setting is still refused."""
+    from telecli.store.trajectory import MANIFEST, write_manifest
+
+    cfg = write_cfg(tmp_path)
+    run = tmp_path / "run"
+    opts = sets("train.steps=6", "store.every=2", "store.shard_mb=0")
+    code, _, err = cli("record", cfg, "--out", run, "--quiet", *opts)
+    assert code == 0, err
+    manifest = json.loads((run / MANIFEST).read_text())
+    for key in ("stop", "stop_patience_epochs", "stop_tolerance"):
+        del manifest["config"]["train"][key]
+    manifest["shards"] = manifest["shards"][:2]
+    manifest["status"], manifest["last_step"] = "interrupted", manifest["shards"][-1]["last_step"]
+    write_manifest(run, manifest)
+    code, _, err = cli("record", cfg, "--out", run, "--quiet", *opts, "--set", "train.lr=0.0123", "--resume")
+    assert code == 2 and "another configuration" in err
+    code, _, err = cli("record", cfg, "--out", run, "--quiet", *opts, "--resume")
+    assert code == 0, err
+    assert json.loads((run / MANIFEST).read_text())["status"] == "complete"

@@ -235,6 +235,19 @@ def _stopped(cfg: RunConfig, step: int, epoch: int, why: str, epoch_loss: float,
             "train_accuracy": None if np.isnan(epoch_acc) else epoch_acc}  # None: regression targets
 
 
+def _same_config(stored: dict, want: dict) -> bool:
+    """Whether a run's recorded configuration is ``want`` (the device aside); settings added to telecli
+    since the run was recorded are read with their defaults, as every reader does."""
+    def drop(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k != "device" and not k.startswith("_")}
+
+    try:
+        stored = config_mod.from_dict(drop(stored)).to_dict()
+    except (TelecliError, TypeError, ValueError):
+        pass  # not readable as a configuration: compared as it is, and so refused
+    return drop(stored) == drop(want)
+
+
 def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
                  progress: bool = True, parent: dict | None = None) -> Path:
     """Train ``cfg`` and record it into ``run_dir``; returns the run directory.
@@ -250,9 +263,7 @@ def run_training(cfg: RunConfig, run_dir: str | Path, *, overwrite: bool = False
         resume = False
     if resume:
         manifest = read_manifest(run_dir)
-        stored = manifest.get("config") or {}
-        want = {k: v for k, v in cfg.to_dict().items() if k != "device"}
-        if {k: v for k, v in stored.items() if k != "device"} != want:
+        if not _same_config(manifest.get("config") or {}, cfg.to_dict()):
             raise TelecliError(f"{run_dir} was recorded with another configuration; resume with the same one")
         if manifest.get("status") == "complete":
             print(f"{run_dir} is already complete")
