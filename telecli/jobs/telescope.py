@@ -441,13 +441,12 @@ def validity(f: h5py.File) -> None:
     if "validity" in f:
         del f["validity"]
     f.attrs["telescoping_tolerance"] = TELESCOPING_TOLERANCE
-    tele = {}
+    tele, spread = {}, {s: target_spread(f[f"{s}/targets"][...]) for s in SPLITS if f"{s}/targets" in f}
     for s in SPLITS:
         if f"{s}/approx_error_telescoped" not in f:
             continue
-        spread = target_spread(f[f"{s}/targets"][...])
-        f.attrs["target_spread_" + s] = spread
-        tele[s] = within(f[f"{s}/approx_error_telescoped"][...], TELESCOPING_TOLERANCE * spread)
+        f.attrs["target_spread_" + s] = spread[s]
+        tele[s] = within(f[f"{s}/approx_error_telescoped"][...], TELESCOPING_TOLERANCE * spread[s])
         f[f"validity/{s}/telescoping"] = tele[s]
     if not ("train/smoother_gap" in f or "test/smoother_gap" in f):
         return
@@ -469,7 +468,7 @@ def validity(f: h5py.File) -> None:
     for s in SPLITS:
         if f"{s}/smoother_gap" not in f:
             continue
-        scale = target_spread(f[f"{s}/targets"][...])
+        scale = spread[s]
         f.attrs["smoother_scale_" + s] = scale
         smooth = np.nan_to_num(f[f"{s}/smoother_gap"][...], nan=0.0) <= SMOOTHER_TOLERANCE * scale
         f[f"validity/{s}/smoother"] = smooth

@@ -27,6 +27,11 @@ from telecli.store.atomic import atomic_write_json
 SAMPLE_RUNS = Path(__file__).resolve().parent.parent.parent / "sample_runs"
 
 
+def preset_file(preset: str) -> Path:
+    """sample_runs/PRESET.toml, or PRESET itself when it names a TOML file."""
+    return Path(preset) if preset.endswith(".toml") else SAMPLE_RUNS / f"{preset}.toml"
+
+
 @dataclass(frozen=True)
 class Cell:
     preset: str  # a file of sample_runs/ without .toml (small), or "paper/NAME"
@@ -37,7 +42,7 @@ class Cell:
 
     def digest(self) -> str:
         """Hash of the settings, the preset's text included (an edited preset is a new cell)."""
-        path = Path(self.preset) if self.preset.endswith(".toml") else SAMPLE_RUNS / f"{self.preset}.toml"
+        path = preset_file(self.preset)
         text = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
         blob = json.dumps({"preset": self.preset, "preset_sha256": text, "overrides": list(self.overrides),
                            "seed": self.seed, "telescope": list(self.telescope)}, sort_keys=True).encode()
@@ -55,7 +60,7 @@ class Cell:
 
     def preset_path(self) -> Path:
         """sample_runs/PRESET.toml, or PRESET itself when it names a TOML file."""
-        path = Path(self.preset) if self.preset.endswith(".toml") else SAMPLE_RUNS / f"{self.preset}.toml"
+        path = preset_file(self.preset)
         if not path.is_file():
             raise TelecliError(f"preset {path} not found: telecli reproduce reads the presets of a source "
                                f"checkout (git clone, then make install)")
@@ -70,14 +75,19 @@ class Cell:
     def commands(self, out: Path) -> list[list[str]]:
         """The two telecli commands of the cell (record, then telescope), resumable as they are."""
         d = self.folder(out)
+        return [self.record_command(self.preset_path(), d / "run"),
+                ["telescope", str(d / "run"), "--out", str(self.results(out)), *self.telescope, "--quiet"]]
+
+    def record_command(self, preset: Path, run: Path, extra: list[str] = ()) -> list[str]:
+        """``telecli record PRESET`` into ``run`` with the cell's seed and overrides: --resume when its
+        manifest exists, --overwrite when it was killed before it (nothing of it to keep)."""
         sets = [a for o in self.overrides for a in ("--set", o)]
-        record = ["record", str(self.preset_path()), "--out", str(d / "run"), "--seed", str(self.seed), *sets,
-                  "--quiet"]
-        if (d / "run" / "run.json").is_file():
+        record = ["record", str(preset), "--out", str(run), "--seed", str(self.seed), *sets, *extra, "--quiet"]
+        if (run / "run.json").is_file():
             record.append("--resume")
-        elif (d / "run").exists():
-            record.append("--overwrite")  # killed before its manifest: nothing of it to keep
-        return [record, ["telescope", str(d / "run"), "--out", str(self.results(out)), *self.telescope, "--quiet"]]
+        elif run.exists():
+            record.append("--overwrite")
+        return record
 
     def run(self, out: Path, threads: int = 1) -> Path:
         """Record and analyse the cell (each command in a fresh process); returns its results file."""
@@ -95,4 +105,4 @@ class Cell:
         return self.results(out)
 
 
-__all__ = ["Cell", "SAMPLE_RUNS"]
+__all__ = ["Cell", "SAMPLE_RUNS", "preset_file"]

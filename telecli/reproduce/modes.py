@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from telecli.errors import TelecliError
-from telecli.reproduce.cells import SAMPLE_RUNS, Cell
+from telecli.reproduce.cells import Cell, preset_file
 from telecli.reproduce.reading import by
 
 RANDOM, PRETRAINED = "random init", "pretrained"
@@ -102,10 +102,6 @@ def mnist_5k(folder: Path) -> Path:
     return folder
 
 
-def _preset_file(preset: str) -> Path:
-    return Path(preset) if preset.endswith(".toml") else SAMPLE_RUNS / f"{preset}.toml"
-
-
 @dataclass(frozen=True)
 class LmcCell(Cell):
     """One parent (an outer seed), its spawned pairs and their interpolation; ``pretrain`` is the preset of
@@ -119,7 +115,7 @@ class LmcCell(Cell):
     def digest(self) -> str:
         text = ""
         if self.pretrain:
-            path = _preset_file(self.pretrain)
+            path = preset_file(self.pretrain)
             text = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
         blob = json.dumps({"cell": super().digest(), "at": list(self.at), "pairs": self.pairs,
                            "pretrain": self.pretrain, "pretrain_sha256": text}, sort_keys=True).encode()
@@ -127,15 +123,6 @@ class LmcCell(Cell):
 
     def results(self, out: Path) -> Path:
         return self.folder(out) / "lmc.h5"
-
-    def _record(self, preset: Path, run: Path, extra: list[str]) -> list[str]:
-        sets = [a for o in self.overrides for a in ("--set", o)]
-        args = ["record", str(preset), "--out", str(run), "--seed", str(self.seed), *sets, *extra, "--quiet"]
-        if (run / "run.json").is_file():
-            args.append("--resume")
-        elif run.exists():
-            args.append("--overwrite")  # killed before its manifest: nothing of it to keep
-        return args
 
     def _device(self) -> list[str]:
         """A --set device=… of the cell also applies to spawn and interpolate (they take --device)."""
@@ -148,18 +135,18 @@ class LmcCell(Cell):
         if self.pretrain:
             pre = d / "pretrain"
             if not (pre / "run.json").is_file() or json.loads((pre / "run.json").read_text()).get("status") != "complete":
-                path = _preset_file(self.pretrain)
+                path = preset_file(self.pretrain)
                 if not path.is_file():
                     raise TelecliError(f"pre-training preset {path} not found: telecli reproduce reads the presets "
                                        f"of a source checkout")
                 data = []
                 if self.pretrain in PREPARE:  # its data: written into the cell folder by run()
                     data = ["--set", "task.root=" + json.dumps(str(d / MNIST_5K))]
-                cmds.append(self._record(path, pre, data))
+                cmds.append(self.record_command(path, pre, data))
             extra = ["--set", "model.kwargs={run=" + json.dumps(str(pre)) + "}"]  # absolute: the factory reads it
         run = d / "run"
         if not (run / "run.json").is_file() or json.loads((run / "run.json").read_text()).get("status") != "complete":
-            cmds.append(self._record(self.preset_path(), run, extra))
+            cmds.append(self.record_command(self.preset_path(), run, extra))
         cmds.append(["lmc", "spawn", str(run), "--at", ",".join(map(str, self.at)), "--pairs", str(self.pairs),
                      "--out", str(d / "spawn"), *self._device(), "--quiet"])
         cmds.append(["lmc", "interpolate", str(d / "spawn"), "--out", str(self.results(out)), *self._device(),
