@@ -348,7 +348,7 @@ def blind_hooks(monkeypatch):
     catch every fault."""
     from telecli.train import watch
 
-    monkeypatch.setattr(watch.LoopWatch, "_accumulated", lambda self, p: None)
+    monkeypatch.setattr(watch.LoopWatch, "_backward_done", lambda self: None)
     monkeypatch.setattr(watch.LoopWatch, "_forward_pre", lambda self, m, a: None)
     monkeypatch.setattr(watch.LoopWatch, "_forward", lambda self, m, a, o: None)
 

@@ -63,17 +63,27 @@ def state_keys(opt_info: dict[str, Any]) -> tuple[str, ...]:
 def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, opt_info: dict[str, Any], step: int,
              with_optimizer: bool = True) -> dict[str, torch.Tensor]:
     """θ_t, buffers and optimiser state under their store names (theta.*, buffer.*, opt.*)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    snap = {THETA + n: p.detach() for n, p in params}
-    snap.update({BUFFER + n: b.detach() for n, b in model.named_buffers()})
-    if with_optimizer:
-        for n, p in params:
-            st = optimizer.state.get(p, {})
-            for key in state_keys(opt_info):
-                v = st.get(key)
-                snap[f"{OPT}{n}.{key}"] = torch.zeros_like(p) if v is None else v.detach()
-        snap[OPT + "step"] = torch.tensor(float(step), dtype=torch.float64)
-    return snap
+    return Snapshot(model, opt_info, with_optimizer)(optimizer, step)
+
+
+class Snapshot:
+    """:func:`snapshot` with the names worked out once (the Recorder takes one at every stored step)."""
+
+    def __init__(self, model: nn.Module, opt_info: dict[str, Any], with_optimizer: bool = True):
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.fixed = [(THETA + n, p) for n, p in params] + [(BUFFER + n, b) for n, b in model.named_buffers()]
+        keys = state_keys(opt_info) if with_optimizer else ()
+        self.state = [(p, key, f"{OPT}{n}.{key}") for n, p in params for key in keys]
+        self.with_optimizer = with_optimizer
+
+    def __call__(self, optimizer: torch.optim.Optimizer, step: int) -> dict[str, torch.Tensor]:
+        snap = {name: t.detach() for name, t in self.fixed}
+        if self.with_optimizer:
+            for p, key, name in self.state:
+                v = optimizer.state.get(p, {}).get(key)
+                snap[name] = torch.zeros_like(p) if v is None else v.detach()
+            snap[OPT + "step"] = torch.tensor(float(step), dtype=torch.float64)
+        return snap
 
 
 def versions() -> dict[str, str]:
@@ -169,6 +179,9 @@ class Recorder:
         self.loss = loss
         self._x, self._y = train[0], _as_2d(train[1])
         self.watch = LoopWatch(model, optimizer, [p for _, p in self.params])
+        self._snap = Snapshot(model, self.opt_info, optimizer_state)
+        self._hyper = get_optimizer(self.opt_info["name"]).hyper
+        self._train_mode_seen = 0  # entries of watch.train_mode already in the manifest
         if (log_points or every > 1) and not total_steps:
             raise TelecliError("strided or log-spaced storage needs total_steps")
         self._schedule = None if not (log_points or every > 1) else set(
@@ -278,7 +291,7 @@ class Recorder:
 
     # -- recording ----------------------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, torch.Tensor]:
-        return snapshot(self.model, self.optimizer, self.opt_info, self.step_count, self.store_opt)
+        return self._snap(self.optimizer, self.step_count)
 
     def is_stored(self, step: int) -> bool:
         if self._schedule is not None:
@@ -295,7 +308,7 @@ class Recorder:
         t = self.step_count + 1
         n = self.writer.manifest["data"]["n_train"]
         idx = _batch_indices(batch, n, t)
-        if self.writer.full_batch and batch is not None and not torch.equal(torch.sort(idx).values, torch.arange(n)):
+        if batch is not None and self.writer.full_batch and not torch.equal(torch.sort(idx).values, torch.arange(n)):
             raise TelecliError(f"rec.step() for step {t}: the run was declared full-batch but got a batch of "
                                f"{len(idx)} of the {n} training points (drop full_batch=True)")
         if batch is None:
@@ -319,7 +332,7 @@ class Recorder:
         group = seen["group"] or self.optimizer.param_groups[0]
         lr = float(group["lr"])
         extra = {k: seen[k] for k in ("clip", "clip_spread", "input_deviation", "loss_scale", "loss_residual")}
-        extra.update(get_optimizer(self.opt_info["name"]).hyper(group))
+        extra.update(self._hyper(group))
         for key, value in (records or {}).items():
             if key in extra or key in ("step", "lr", "loss", "batch"):
                 raise TelecliError(f"rec.step() for step {t}: record '{key}' clashes with a per-step record telecli keeps")
@@ -330,6 +343,9 @@ class Recorder:
             self.writer.add_state(t, self._snapshot())
 
     def _note_train_mode(self) -> None:
+        if len(self.watch.train_mode) == self._train_mode_seen:
+            return  # nothing new (entries are only ever added)
+        self._train_mode_seen = len(self.watch.train_mode)
         known = {d["name"] for d in self.writer.manifest.setdefault("train_mode_layers", [])}
         for name, kind in self.watch.train_mode.items():
             if name not in known:
@@ -387,8 +403,13 @@ def _batch_indices(batch, n: int, step: int) -> torch.Tensor:
     """B_t as int64 indices in [0, n): from None (full batch), integer indices or a boolean mask."""
     if batch is None:
         return torch.arange(n)
-    b = torch.as_tensor(batch)
     where = f"rec.step() for step {step}"
+    if isinstance(batch, np.ndarray) and batch.dtype.kind in "iu" and batch.size:  # the common case, checked in numpy
+        lo, hi = int(batch.min()), int(batch.max())
+        if lo < 0 or hi >= n:
+            raise TelecliError(f"{where}: batch index {lo if lo < 0 else hi} is outside the training set (0..{n - 1})")
+        return torch.from_numpy(batch.reshape(-1).astype(np.int64, copy=False))
+    b = torch.as_tensor(batch)
     if b.dtype == torch.bool:
         if b.numel() != n:
             raise TelecliError(f"{where}: a boolean mask must have one entry per training point ({n}), got {b.numel()}")

@@ -23,6 +23,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd import Variable
 
 from telecli.lens.recipe import loss_scale, output_gradient
 
@@ -57,7 +58,6 @@ class LoopWatch:
             model.register_forward_pre_hook(self._forward_pre),
             model.register_forward_hook(self._forward),
         ]
-        self.handles += [p.register_post_accumulate_grad_hook(self._accumulated) for p in params]
         self.optimizer = optimizer
 
     def _reset(self) -> None:
@@ -65,8 +65,9 @@ class LoopWatch:
         self.group: dict | None = None
         self.clip = math.nan
         self.clip_spread = math.nan
-        self.raw: torch.Tensor | None = None  # per-tensor ‖g‖ once backward has accumulated every gradient
-        self._pending: set[int] = set()
+        self.raw: torch.Tensor | None = None  # per-tensor ‖g‖ once a backward has accumulated every gradient
+        self._versions: list[int] | None = None
+        self._queued = False  # the end-of-backward callback is queued for the backward running now
         self.inputs: list[torch.Tensor] = []
         self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -76,25 +77,36 @@ class LoopWatch:
         self.handles = []
 
     # -- hooks ------------------------------------------------------------------------------------------
-    def _accumulated(self, p: torch.Tensor) -> None:
-        # Once every parameter's gradient of this backward is accumulated, take their norms in one call
-        # (with gradient accumulation the last backward's norms are those of the summed gradients).
-        self._pending.add(id(p))
-        if len(self._pending) == len(self.params):
-            grads = [q.grad for q in self.params]
-            self.raw = torch.stack(torch._foreach_norm(grads))
-            self._versions = [(id(g), g._version) for g in grads]  # in-place changes bump these
-            self._pending = set()
+    def _output_grad(self, f: torch.Tensor, g: torch.Tensor) -> None:
+        # ∂L/∂f reaches the model's output first in a backward: keep it, and have the engine call
+        # _backward_done once that backward has accumulated every gradient (one callback per backward,
+        # whatever the number of parameters).
+        self.outputs.append((f, g.detach()))
+        if not self._queued:
+            self._queued = True
+            Variable._execution_engine.queue_callback(self._backward_done)
+
+    def _backward_done(self) -> None:
+        # The gradients' norms in one call (with gradient accumulation the last backward's norms are
+        # those of the summed gradients) and their version counters, which in-place changes bump.
+        self._queued = False
+        grads = [q.grad for q in self.params]
+        if any(g is None for g in grads):
+            self.raw = None  # a parameter this backward did not reach: the factor stays unknown
+            return
+        self.raw = torch.stack(torch._foreach_norm(grads))
+        self._versions = [g._version for g in grads]
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
         g = optimizer.param_groups[0]
         self.group = {k: v for k, v in g.items() if k != "params"}  # the values this step uses
-        if self.raw is None or any(p.grad is None for p in self.params):
-            return  # a gradient backward did not produce: the factor stays unknown (NaN)
-        if [(id(p.grad), p.grad._version) for p in self.params] == self._versions:
+        grads = [p.grad for p in self.params]
+        if self.raw is None or any(q is None for q in grads):
+            return  # no observed backward produced them: the factor stays unknown (NaN)
+        if [q._version for q in grads] == self._versions:
             self.clip, self.clip_spread = 1.0, 0.0  # the gradients backward left, untouched
             return
-        seen = torch.stack(torch._foreach_norm([p.grad.detach() for p in self.params])).to(self.raw.dtype)
+        seen = torch.stack(torch._foreach_norm([q.detach() for q in grads])).to(self.raw.dtype)
         raw_l, seen_l = (torch.stack([self.raw, seen]) ** 2).tolist()  # one device synchronisation
         total_raw, total_seen = sum(raw_l), sum(seen_l)
         if total_raw <= 0:
@@ -119,7 +131,7 @@ class LoopWatch:
     def _forward(self, module, args, out) -> None:
         if torch.is_grad_enabled() and torch.is_tensor(out) and out.requires_grad:
             f = out.detach()
-            out.register_hook(lambda g: self.outputs.append((f, g.detach())))
+            out.register_hook(lambda g: self._output_grad(f, g))
 
     # -- one step ---------------------------------------------------------------------------------------
     def take(self, x_batch: torch.Tensor, y_batch: torch.Tensor, loss: str) -> dict:
