@@ -107,6 +107,7 @@ class TrajectoryWriter:
         self.per_shard = int(manifest["steps_per_shard"])
         self.full_batch = bool(manifest.get("full_batch", False))
         self._block: dict[str, torch.Tensor] | None = None  # rows being filled
+        self._layout: list | None = None  # (name, shape, dtype) of the tensors add_state last checked
         self._rows = 0
         self._spare: list[dict[str, torch.Tensor]] = []  # blocks whose shard is written
         self._meta: list[tuple[int, float, float, torch.Tensor | None, dict[str, float]]] = []
@@ -130,14 +131,17 @@ class TrajectoryWriter:
         if self._block is None:
             self._block = self._new_block(tensors)
         block, row = self._block, self._rows
-        if block.keys() != {*tensors, "step"}:
-            raise TelecliError(f"stored tensors changed at step {step}: {sorted(set(block) ^ {*tensors, 'step'})}")
-        for key, value in tensors.items():
-            dest = block[key][row]
-            if dest.shape != value.shape or dest.dtype != value.dtype:
-                raise TelecliError(f"tensor {key} changed from {list(dest.shape)} {dest.dtype} to "
-                                   f"{list(value.shape)} {value.dtype} at step {step}")
-            dest.copy_(value.detach())
+        layout = [(key, value.shape, value.dtype) for key, value in tensors.items()]
+        if layout != self._layout:  # the first step, or something changed: name what
+            if block.keys() != {*tensors, "step"}:
+                raise TelecliError(f"stored tensors changed at step {step}: {sorted(set(block) ^ {*tensors, 'step'})}")
+            for key, shape, dtype in layout:
+                dest = block[key][0]
+                if dest.shape != shape or dest.dtype != dtype:
+                    raise TelecliError(f"tensor {key} changed from {list(dest.shape)} {dest.dtype} to "
+                                       f"{list(shape)} {dtype} at step {step}")
+            self._layout = layout
+        torch._foreach_copy_([block[key][row] for key in tensors], [v.detach() for v in tensors.values()])
         block["step"][row] = step
         self._rows += 1
         self.manifest["last_step"] = step

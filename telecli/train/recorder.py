@@ -314,7 +314,9 @@ class Recorder:
         if batch is None:
             xb, yb = self._x, self._y
         else:
-            xb, yb = self._x[idx.to(self._x.device)], self._y[idx.to(self._y.device)]
+            on_x = idx if self._x.device.type == "cpu" else idx.to(self._x.device)
+            on_y = idx if self._y.device.type == "cpu" else idx.to(self._y.device)
+            xb, yb = self._x.index_select(0, on_x), self._y.index_select(0, on_y)
         seen = self.watch.take(xb, yb, self.loss)
         if seen["opt_steps"] != 1:
             what = ("optimizer.step() has not run since the previous rec.step() (rec.step called twice?)"

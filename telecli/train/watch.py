@@ -143,7 +143,9 @@ class LoopWatch:
         if x_seen is not None:
             seen["batch_seen"] = x_seen.shape[0]
             if x_seen.shape == x_batch.shape:
-                ref = x_batch.to(x_seen.device, x_seen.dtype)
+                ref = x_batch
+                if ref.dtype != x_seen.dtype or ref.device != x_seen.device:
+                    ref = ref.to(x_seen.device, x_seen.dtype)
                 if torch.equal(x_seen, ref):
                     seen["input_deviation"] = 0.0
                 else:
@@ -154,9 +156,13 @@ class LoopWatch:
             g = _join([o[1] for o in self.outputs])
             if f.shape[0] == y_batch.shape[0] and f.shape[1] == y_batch.numel() // y_batch.shape[0]:
                 # the residual is a difference of near-equal numbers: sums in float64
-                f, g = f.to(torch.float64), g.to(torch.float64)
-                d = output_gradient(loss, f, y_batch.reshape(f.shape).to(f.device, torch.float64))
-                m = torch.stack([d.reshape(-1), g.reshape(-1)])
+                if f.dtype != torch.float64:
+                    f, g = f.to(torch.float64), g.to(torch.float64)
+                y = y_batch if y_batch.shape == f.shape else y_batch.reshape(f.shape)
+                if y.dtype != f.dtype or y.device != f.device:
+                    y = y.to(f.device, f.dtype)
+                d = output_gradient(loss, f, y)
+                m = torch.stack([d.view(-1), g.reshape(-1)])
                 (dd, dg), (_, gg) = (m @ m.T).tolist()
                 seen["loss_scale"], seen["loss_residual"] = loss_scale(dd, dg, gg)
         self._reset()
