@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from telecli.errors import TelecliError
+from telecli.lens import products
 from telecli.lens import smoother as sm
 from telecli.lens.functional import flatten
 from telecli.lens.kernels import jacobian as kernel_jacobian
-from telecli.lens.kernels import tangent_kernel
+from telecli.lens.kernels import example_cost, tangent_kernel
 from telecli.lens.functional import function
 from telecli.optim import get as get_optimizer
 from telecli.optim import hyper_at
@@ -42,16 +43,19 @@ def effective_optimizer(opt: dict, meta: dict) -> dict:
 
 
 def memory_needed(opt: dict, n: int, k: int, n_params: int, n_eval: int, itemsize: int,
-                  width: int | None = None, basis: bool = False) -> int:
+                  width: int | None = None, basis: bool = False, jacobian: bool = True) -> int:
     """Bytes of the smoother's state for ``width`` carried columns (default nk: exact), plus the nk × width
-    basis E when one is carried (a shard or a sketch, lens.smoother.Columns)."""
+    basis E when one is carried (a shard or a sketch, lens.smoother.Columns), plus the per-step Jacobian
+    of the parameter-space path unless its products are taken without it (``jacobian=False``,
+    lens.products)."""
     rule = get_optimizer(opt["name"])
     nk = n * k
     C = nk if width is None else width
     total = (2 if basis else 1) * nk * C + n_eval * k * C  # S_train (and E), the evaluation rows
     if rule.parameter_state(opt):
         states = 1 + int(rule.momentum_state(opt))
-        total += states * n_params * C + (nk + n_eval * k) * n_params + n_params * C  # Θ, M, J, G then U
+        total += states * n_params * C + n_params * C  # Θ, M, G then U
+        total += (nk + n_eval * k) * n_params if jacobian else 0  # J
     return total * itemsize
 
 
@@ -110,8 +114,16 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
     yvec = ytr.reshape(-1)
     cols, columns_note = sm.Columns.of(columns, yvec)
     C = cols.width
-    need = memory_needed(opt, n, k, P, sum(x.shape[0] for x in X.values() if x is not Xtr), dtype.itemsize, C,
-                         basis=cols.basis is not None)
+    n_eval = sum(x.shape[0] for x in X.values() if x is not Xtr)
+    need = memory_needed(opt, n, k, P, n_eval, dtype.itemsize, C, basis=cols.basis is not None)
+    strategy_products = None
+    if general:
+        lean = memory_needed(opt, n, k, P, n_eval, dtype.itemsize, C, basis=cols.basis is not None, jacobian=False)
+        _, _, flops, activations = example_cost(model, Xtr, params=theta0)
+        batch_size = int(np.median([len(traj.batch(meta, r)) for r in range(min(len(meta["step"]), 8))]))
+        strategy_products = products.choose(k, P, flops, n + n_eval, batch_size, C + 1, jacobian_fits=need <= budget)
+        if strategy_products is products.Strategy.PRODUCTS:
+            need = lean
     if need > budget:
         raise TelecliError(
             f"the smoother for {opt['name']} on n={n}, k={k}, P={P:,} needs about {need / 2**30:.1f} GiB "
@@ -119,6 +131,13 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             f"fewer test points, --probes R for a sketch, or --shard i/N to split the columns"
         )
     kernel_memory = max(budget - need, budget // 8)  # what the kernels' and Jacobians' blocks may use
+    by_products = strategy_products is products.Strategy.PRODUCTS
+
+    def jacobian_on(x: torch.Tensor, params: dict):
+        """J(x) at θ_{t−1}: formed (nk × P), or as products (lens.products)."""
+        if by_products:
+            return products.Products(model, params, x, kernel_memory, activations)
+        return kernel_jacobian(model, x, params=params, memory=kernel_memory).reshape(x.shape[0] * k, -1)
     if rule.needs_recorded_state(opt) and not m.get("optimizer_state"):
         raise TelecliError(f"{traj.run_dir} stored no optimiser state; {opt['name']} needs it for the smoother")
     test_splits = [s for s in X if s != "train"]
@@ -153,6 +172,17 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
         keys = {k_.split(".")[-1] for k_ in ost if "." in k_}
         return {key: flatten({name: ost[f"{name}.{key}"].to(dev, dtype) for name in names}) for key in keys
                 if all(f"{name}.{key}" in ost for name in names)}
+
+    def kernel_rows_against_batch(params: dict, batch: torch.Tensor):
+        """One kernel call: every training point and the evaluation points against B_t, as (rows × |B|k)."""
+        x_all = torch.cat([Xtr] + [X[s] for s in test_splits])
+        K_all = sm.kernel_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy,
+                                              memory=kernel_memory))
+        K_eval, offset = {}, nk
+        for s in test_splits:
+            K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
+            offset += X[s].shape[0] * k
+        return K_all[:nk], K_eval
 
     train_rows = torch.as_tensor(idx["train"], device=dev) if "train" in idx else None
     train_nk = sm.batch_rows(train_rows, k) if train_rows is not None else None
@@ -210,14 +240,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             RS, RC = cols.residual_parts(S_train, c_train, rows)
             norms = {}
             if not general:
-                # one kernel call per step: every training point and the test points against B_t
-                x_all = torch.cat([Xtr] + [X[s] for s in test_splits])
-                K_all = sm.kernel_rows(tangent_kernel(model, x_all, Xtr[batch], params=params, strategy=strategy,
-                                                         memory=kernel_memory))
-                K_train, offset, K_eval = K_all[:nk], nk, {}
-                for s in test_splits:
-                    K_eval[s] = K_all[offset : offset + X[s].shape[0] * k]
-                    offset += X[s].shape[0] * k
+                K_train, K_eval = kernel_rows_against_batch(params, batch)
                 sm.sgd_kernel_step(S_train, c_train, K_train, RS, RC, lr * rho, B)
                 for s in test_splits:
                     sm.sgd_kernel_step(s_eval[s], c_eval[s], K_eval[s], RS, RC, lr * rho, B)
@@ -226,23 +249,26 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 _, pull = torch.func.vjp(lambda p: f_net(p, dict(model.named_buffers()), Xtr[batch]), params)
                 theta_track += sm.sgd_parameter_step(flatten(pull(resid)[0]), lr, rho, B)
             else:
-                J_train = kernel_jacobian(model, Xtr, params=params, memory=kernel_memory).reshape(nk, -1)
-                J_B = J_train[rows]
+                J_train = jacobian_on(Xtr, params)
+                J_B = jacobian_on(Xtr[batch], params) if by_products else J_train[rows]
                 if G_buffer is None:
                     G_buffer = torch.empty(P, C, dtype=dtype, device=dev)  # G^S, then U^S: one P × C per run
                 G_S, G_C = sm.pseudo_gradient(J_B, RS, RC, rho, B, out=G_buffer)
                 state_t = flat_state(st) if rule.needs_recorded_state(opt) else {}
                 U_S, U_C = rule.direction(state, G_S, G_C, h, int(t), state_t)
-                J_eval = {s: kernel_jacobian(model, X[s], params=params, memory=kernel_memory).reshape(X[s].shape[0] * k, -1)
-                          for s in test_splits}
+                J_eval = {s: jacobian_on(X[s], params) for s in test_splits}
                 sm.parameter_space_step(S_train, c_train, J_train, U_S, U_C, lr)
                 for s in test_splits:
                     sm.parameter_space_step(s_eval[s], c_eval[s], J_eval[s], U_S, U_C, lr)
                 sm.advance_parameters(state, U_S, U_C, lr)
                 # The kernels K = J J_Bᵀ serve only the kernel-row norms here ((n+m)k × P × |B|k each step,
                 # more than the recursion's (n+m)k × P × C): they are formed at written steps only.
-                K_train = J_train @ J_B.T if t in row_of else None
-                K_eval = {s: J_eval[s] @ J_B.T for s in test_splits} if t in row_of else {}
+                K_train, K_eval = None, {}
+                if t in row_of and by_products:
+                    K_train, K_eval = kernel_rows_against_batch(params, batch)
+                elif t in row_of:
+                    K_train = J_train @ J_B.T
+                    K_eval = {s: J_eval[s] @ J_B.T for s in test_splits}
             if K_train is not None and "train" in X:
                 norms["train"] = sm.kernel_row_norms(K_train, n, k, B)[train_rows]
             for s in K_eval:
@@ -257,7 +283,7 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
                 for c in rule.component_names(opt):  # a component this step lacks (momentum switched off) is 0
                     vecs.setdefault(c, torch.zeros_like(theta_t))
                 for s in X:
-                    if general:
+                    if general and not by_products:
                         J = J_eval[s] if s != "train" else (J_train if all_train else J_train[train_nk])
                         comp = {c: J @ v for c, v in vecs.items()}
                     else:
@@ -273,5 +299,6 @@ def run_smoother(traj: Trajectory, model: torch.nn.Module, writer, X: dict[str, 
             del writer.f[name]
         writer.f.create_dataset(name, data=kmax[s])
     writer.f.attrs["n_train"] = n
-    writer.f.attrs["smoother_path"] = "parameter-state (§1.6)" if general else "kernel recursion (§1.5)"
+    writer.f.attrs["smoother_path"] = (f"parameter-state (§1.6), {strategy_products.value} products" if general
+                                       else "kernel recursion (§1.5)")
     writer.f.attrs["smoother_columns"] = columns_note

@@ -176,6 +176,16 @@ def choose_strategy(
     return _choose(model, theta, sizes)
 
 
+def example_cost(model: nn.Module, x: Tensor, *, params: Mapping[str, Tensor] | None = None
+                 ) -> tuple[int, int, float, int]:
+    """(k, P, F, A) for one example of ``x``: outputs, trainable parameters, forward FLOPs (counted by
+    ``torch.utils.flop_counter``) and activation elements — what the cost models weigh. Measured once per
+    architecture and input shape."""
+    theta, consts = _split_parameters(model, params)
+    s = _measure(model, _functional(model, consts), theta, x, None)
+    return s.k, s.p, s.flops, s.activations
+
+
 def trainable_parameters(model: nn.Module, params: Mapping[str, Tensor] | None = None) -> Params:
     """θ: name → tensor for every parameter that requires grad, in ``model.named_parameters()``
     order, each replaced by ``params[name]`` when given; all detached."""

@@ -198,20 +198,29 @@ def advance_parameters(state: ParameterState, U_S: torch.Tensor, U_C: torch.Tens
     state.theta_C.add_(U_C, alpha=lr)
 
 
-def pseudo_gradient(J_B: torch.Tensor, RS: torch.Tensor, RC: torch.Tensor, rho: float, batch_size: int,
+def pseudo_gradient(J_B, RS: torch.Tensor, RC: torch.Tensor, rho: float, batch_size: int,
                     out: torch.Tensor | None = None):
     """G_t = ρ_t T_t (y − f̃_{t−1}) as affine parts (G^S, G^C) (method.md §1.6): J_Bᵀ R^S ρ/|B|, J_Bᵀ R^C ρ/|B|,
-    with J_B the batch rows of the Jacobian and ρ_t the recorded gradient scale. ``out`` (P × C) takes
-    G^S, so a step allocates no P × C array."""
+    with J_B the batch rows of the Jacobian — a tensor, or lens.products.Products on the batch — and ρ_t
+    the recorded gradient scale. ``out`` (P × C) takes G^S, so a step allocates no P × C array."""
     scale = rho / batch_size
+    if not isinstance(J_B, torch.Tensor):
+        G = J_B.tmm(torch.cat([RS, RC[:, None]], dim=1))
+        G_S = out.copy_(G[:, :-1]) if out is not None else G[:, :-1]
+        return G_S.mul_(scale), G[:, -1].mul_(scale)
     G_S = torch.mm(J_B.T, RS, out=out) if out is not None else J_B.T @ RS
     return G_S.mul_(scale), (J_B.T @ RC).mul_(scale)
 
 
-def parameter_space_step(S_rows: torch.Tensor, c_rows: torch.Tensor, J: torch.Tensor, U_S: torch.Tensor,
+def parameter_space_step(S_rows: torch.Tensor, c_rows: torch.Tensor, J, U_S: torch.Tensor,
                          U_C: torch.Tensor, lr: float) -> None:
     """In place: s_t(x) = s_{t−1}(x) + γ_t ∇f_{θ_{t−1}}(x)ᵀ U^S_t and c_t(x) = c_{t−1}(x) + γ_t ∇f_{θ_{t−1}}(x)ᵀ U^C_t
-    (Eq. 16) for the rows of J."""
+    (Eq. 16) for the rows of J (a tensor, or lens.products.Products on those points)."""
+    if not isinstance(J, torch.Tensor):
+        JU = J.mm(torch.cat([U_S, U_C[:, None]], dim=1))
+        S_rows.add_(JU[:, :-1], alpha=lr)
+        c_rows.add_(JU[:, -1], alpha=lr)
+        return
     S_rows.addmm_(J, U_S, alpha=lr)
     c_rows.addmv_(J, U_C, alpha=lr)
 
