@@ -244,6 +244,7 @@ class Recorder:
             "last_step": start_step,
             "status": "running",
             "versions": versions(),
+            "torch_threads": torch.get_num_threads(),  # replays of the gaps use the same (rounding differs)
         }
         self.writer = TrajectoryWriter(self.run_dir, manifest)
         # The manifest comes first: a run killed from here on is a telecli run directory that

@@ -6,6 +6,7 @@ stored θ, and a deviation beyond rounding stops the analysis."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -55,6 +56,8 @@ class Replayer:
         self.opt_info = m["optimizer"]
         self.with_opt = bool(m.get("optimizer_state"))
         self.max_deviation = 0.0
+        self.threads = int(m.get("torch_threads") or 0)  # 0: not recorded
+        self.device = torch.device(device)
 
     def segment(self, start: int, state: dict[str, dict[str, torch.Tensor]], stop: int, prefixes
                 ) -> Iterator[tuple[int, dict[str, dict[str, torch.Tensor]]]]:
@@ -63,11 +66,25 @@ class Replayer:
         load_state(self.setup, self.opt_info, state[THETA], state[BUFFER], state.get(OPT, {}), start,
                    where=str(self.traj.run_dir))
         for t in range(start + 1, stop + 1):
-            _, loss = train_step(self.setup, self.cfg, self.order, t)
+            with self.recorded_threads():
+                _, loss = train_step(self.setup, self.cfg, self.order, t)
             if not np.isfinite(loss):
                 raise TelecliError(f"replaying {self.traj.run_dir}: non-finite loss at step {t}")
             yield t, _split(snapshot(self.setup.model, self.setup.optimizer, self.opt_info, t, self.with_opt),
                             prefixes)
+
+    @contextmanager
+    def recorded_threads(self):
+        """torch's intra-op thread count of the recording while a step is replayed (the sums of a step
+        are split by thread, so another count rounds differently, and a chaotic run amplifies it)."""
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before and self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
 
 def dense_states(traj: Trajectory, prefixes=(THETA, BUFFER), start: int | None = None,
@@ -98,6 +115,7 @@ def _check(traj, step, replayed, stored, replay) -> None:
     scale = max(float(stored[n].abs().max()) for n in stored) or 1.0
     replay.max_deviation = max(replay.max_deviation, dev)
     if dev > 1e-6 * scale:
+        threads = "" if replay.threads else " or with another thread count (OMP_NUM_THREADS; not kept by its telecli)"
         raise TelecliError(f"replaying {traj.run_dir} up to step {step} does not reproduce the stored θ "
-                           f"(max deviation {dev:.2e}); it was recorded on another device or torch build — "
+                           f"(max deviation {dev:.2e}); it was recorded on another device or torch build{threads} — "
                            f"analyse it there, or record every step (store.every = 1)")
