@@ -2,10 +2,11 @@
 
 One pass over the steps of the run. Plain SGD uses the kernel recursion of §1.5 (only the batch
 columns of the tangent kernel, never a parameter-space state); momentum, weight decay, Adam and AdamW
-carry the P × nk parameter-space parts of the self-consistent derivation of §1.6 and need per-example
-Jacobians of every training point at every step. Training rows of S are always computed for all n
-training points (the recursion needs every row that can enter a batch); evaluation rows for the
-job's points.
+carry the P × C parameter-space parts of the self-consistent derivation of §1.6 (C columns: nk exact,
+fewer sketched or sharded) and need, at every step, the products of the Jacobian at θ_{t−1} with them on
+every training and evaluation point — from the formed Jacobians or without them (lens.products, by its
+cost model). Training rows of S are always computed for all n training points (the recursion needs
+every row that can enter a batch); evaluation rows for the job's points.
 """
 
 from __future__ import annotations
