@@ -9,6 +9,8 @@ columns side by side (``telecli reproduce fig9``: with and without label noise).
 
 from __future__ import annotations
 
+import textwrap
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +93,9 @@ def draw_columns(columns: list[Column], out: Path, *, xlabel: str = "hidden widt
                                label="interpolation threshold" if kind == "loss_actual" else None)
             bottom.set_xscale("log")
             bottom.set_xlabel(xlabel)
-            title = col.title + (f"  (mean ± s.e., {col.seeds} seeds)" if col.seeds > 1 else "")
+            title = col.title + (f"\n(mean ± s.e., {col.seeds} seeds)" if col.seeds > 1 else "")
             if title:
-                top.set_title(title, loc="left")
+                top.set_title("\n".join(textwrap.fill(line, 52) for line in title.split("\n")), loc="left")
             if j == 0:
                 top.set_ylabel(("final MSE  " + r"($\frac{1}{2}\|f - y\|^2$, mean)") if loss_kind == "mse"
                                else "final cross-entropy loss")
