@@ -237,20 +237,21 @@ def warn_if_unreliable(path: Path) -> None:
                 continue
             gap = f[f"{s}/smoother_gap"][...]
             scale = float(f.attrs["smoother_scale_" + s])
-            i = int(np.nanargmax(gap))
-            tele = f[f"{s}/approx_error_telescoped"][i]
+            i, first = int(np.nanargmax(gap)), int(np.argmin(ok))
+            tele = f[f"{s}/approx_error_telescoped"][first]
             if caveats:
                 cause = "the recorded steps are not the modelled ones (above)"
             elif tele > SMOOTHER_TOLERANCE * scale:
                 cause = (f"the first-order telescoping error itself is {tele:.3g} there (large steps: is the "
                          f"learning rate near the edge of stability?)")
             else:
-                cause = (f"the telescoping error is small ({tele:.3g}), so the residuals taken from f̃ (Eq. 7) "
-                         f"have drifted from the network's")
+                cause = (f"the telescoping error is small there ({tele:.3g}), so the residuals taken from f̃ "
+                         f"(Eq. 7) have drifted from the network's")
+            if gap[i] > 100 * scale:
+                cause += "; from there the smoother's recursion diverges (its residuals feed back on themselves)"
             print(f"telecli: warning: on {s} points the smoother departs from the network by {gap[i]:.3g} "
-                  f"({gap[i] / scale:.0%} of the targets' spread) at step {int(f['steps'][i])}; the effective "
-                  f"parameters are unreliable from step {int(f['steps'][int(np.argmin(ok))])}: {cause}",
-                  file=sys.stderr)
+                  f"({gap[i] / scale:.3g} × the targets' spread) at step {int(f['steps'][i])}; the effective "
+                  f"parameters are unreliable from step {int(f['steps'][first])}: {cause}", file=sys.stderr)
             return
         for s in SPLITS:
             if f"validity/{s}/telescoping" in f and not f[f"validity/{s}/telescoping"][...].all():

@@ -17,7 +17,7 @@ def mean_se(rows, axis: int = 0, single: float = 0.0) -> tuple[np.ndarray, np.nd
     v = np.moveaxis(np.asarray(rows, dtype=np.float64), axis, -1)
     ok = np.isfinite(v)
     n = ok.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # a diverging run's values square to inf
         mean = np.where(n > 0, np.nansum(np.where(ok, v, 0.0), axis=-1) / np.maximum(n, 1), np.nan)
         dev = np.where(ok, v - mean[..., None], 0.0)
         sd = np.sqrt((dev ** 2).sum(axis=-1) / np.maximum(n - 1, 1))
