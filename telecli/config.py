@@ -104,6 +104,9 @@ class TaskConfig:
     label_noise: float = setting(0.0, **FRACTION)  # fraction of training labels replaced at random
     one_hot: bool = False  # k-class one-hot targets instead of a single 0/1 output
     downsample: int = setting(8, low=0)  # side length for image tasks (mnist, cifar10); 0 keeps the native size
+    # mnist: how 28×28 → downsample×downsample: "area" averages (the default) | "optdigits" = the UCI optdigits
+    # preprocessing of scikit-learn's digits (binarise, stretch to 20×32, 4×4 block counts; downsample = 8 only)
+    downsample_mode: str = setting("area", choices=("area", "optdigits"))
     grayscale: bool = True  # cifar10: mean over RGB channels
     flatten: bool = True  # images as vectors (MLP) or (C, H, W) tensors (cnn, resnet20)
     root: str = ""  # directory (mnist, cifar10) or file (tabular CSV/Parquet); "" for built-ins

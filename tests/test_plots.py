@@ -289,6 +289,36 @@ def test_complexity_hatches_the_steps_where_p_is_not_valid(tmp_path):
         assert plot(files_, "complexity", out=tmp_path / f"c{len(files_)}.png").stat().st_size > 10_000
 
 
+def test_complexity_keeps_valid_steps_readable_when_the_smoother_diverged(tmp_path):
+    """p far above n (a smoother recursion that diverged at flagged steps, as AdamW's does after the fit on
+    the modular task): the p axis turns symlog, capped at DIVERGED × n, and a note gives the largest p;
+    an ordinary file keeps its linear axis."""
+    from telecli.plots import complexity
+
+    drawn = []
+
+    def keep_axes(fig, out):
+        drawn.append(fig.axes)
+        return style_save(fig, out)
+
+    style_save = style.save
+    path = fabricate(tmp_path / "diverged.h5")
+    with h5py.File(path, "a") as f:
+        f.attrs["n_train"] = 50
+        p = f["test/effective_parameters"][...]
+        p[-3:] = [1e3, 1e40, 1e200]
+        f["test/effective_parameters"][...] = p
+    import unittest.mock
+
+    with unittest.mock.patch.object(style, "save", keep_axes):
+        plot([path], "complexity", out=tmp_path / "d.png")
+        plot([fabricate(tmp_path / "plain.h5")], "complexity", out=tmp_path / "p.png")
+    bottom = drawn[0][1]
+    assert bottom.get_yscale() == "symlog" and bottom.get_ylim()[1] == complexity.DIVERGED * 50
+    assert any("1e+200" in t.get_text() for t in bottom.texts)
+    assert drawn[1][1].get_yscale() == "linear"
+
+
 def test_tabular_shows_the_difference_where_relative_mse_means_nothing(tmp_path):
     """The network wins at p = 0 (negative denominator): the ratio is not drawn; the difference
     MSE_NN − MSE_GBT is, from the stored MSEs (mean over the seeds)."""

@@ -12,6 +12,20 @@ Preprocessing: pixels / 255 → [0, 1]; the fixed 60,000/10,000 train/test split
 pixel i averages input rows ⌊28·i/s⌋ … ⌈28·(i+1)/s⌉−1 (likewise columns), i.e. exact 4×4 block
 means for s = 7 and overlapping 4-pixel windows for s = 8. The paper does not say how it
 downsampled (method.md §8.3); this is our documented choice.
+
+``task.downsample_mode = "optdigits"`` (with ``downsample = 8``; the default is ``"area"``) instead
+makes MNIST look like scikit-learn's 8×8 digits, the UCI "optdigits": NIST's binary bitmaps, normalised
+to 32×32, divided into non-overlapping 4×4 blocks, each 8×8 pixel the number of on-pixels of its block
+(0..16; telecli's digits task divides by 16). MNIST's 28×28 images are anti-aliased renderings of NIST's
+binary bitmaps (size-normalised to a 20×20 box, aspect ratio kept), so :func:`optdigits_downsample`
+(1) binarises them at 128 (pixel / 255 ≥ 0.5), (2) crops the on-pixels' bounding box, (3) stretches it,
+aspect ratio not kept, by nearest neighbour (output row r reads crop row ⌊(r + ½)·h / 32⌋, column c
+reads ⌊(c + ½)·w / 20⌋) to 32 rows × 20 columns, centred in a 32×32 frame (columns 6..25), and
+(4) counts the on-pixels of each 4×4 block, / 16 → [0, 1]. An image without on-pixels gives zeros.
+The 20×32 box is read off scikit-learn's digits themselves (optdigits' documentation only says "normalized
+bitmaps"): each of the 1,797 spans all 8 block rows, 77 % span exactly 6 block columns (block column 0
+is never on, 7 in 3 % of them: a 20-pixel-wide box at columns 6..25 covers blocks 1..6) and even the
+1s are 5.2 blocks wide on average, i.e. stretched to a fixed width, not scaled with the aspect ratio.
 """
 
 from __future__ import annotations
@@ -89,14 +103,45 @@ def area_downsample(images: np.ndarray, side: int) -> np.ndarray:
     return F.adaptive_avg_pool2d(block, side).numpy()
 
 
+OPTDIGITS_FRAME, OPTDIGITS_WIDTH, OPTDIGITS_BLOCK = 32, 20, 4  # 32×32 bitmap, 20-pixel-wide box, 4×4 blocks
+
+
+def optdigits_downsample(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, C, H, W) → float64 (n, C, 8, 8) in [0, 1] by the optdigits preprocessing of scikit-learn's
+    digits (module docstring): binarise at 128, crop to the on-pixels, stretch to 20 wide × 32 high
+    (nearest neighbour) centred in 32×32, count the on-pixels of each 4×4 block, / 16."""
+    frame, width, block = OPTDIGITS_FRAME, OPTDIGITS_WIDTH, OPTDIGITS_BLOCK
+    side, left = frame // block, (frame - width) // 2
+    out = np.zeros(images.shape[:2] + (side, side), dtype=np.float64)
+    rows2, cols2 = 2 * np.arange(frame) + 1, 2 * np.arange(width) + 1  # (2r + 1)·h // 2F = ⌊(r + ½)·h / F⌋
+    for i, j in np.ndindex(*images.shape[:2]):
+        on = images[i, j] >= 128
+        r, c = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        if not len(r):
+            continue
+        crop = on[r[0] : r[-1] + 1, c[0] : c[-1] + 1]
+        h, w = crop.shape
+        bitmap = np.zeros((frame, frame), dtype=np.int64)
+        bitmap[:, left : left + width] = crop[np.ix_(rows2 * h // (2 * frame), cols2 * w // (2 * width))]
+        out[i, j] = bitmap.reshape(side, block, side, block).sum(axis=(1, 3)) / block**2
+    return out
+
+
 def to_inputs(images: np.ndarray, cfg: TaskConfig, chunk: int = 4096) -> np.ndarray:
-    """uint8 (n, C, H, W) → float64 in [0, 1], area-downsampled, flattened or (n, C, s, s)."""
+    """uint8 (n, C, H, W) → float64 in [0, 1], downsampled (area, or ``downsample_mode = "optdigits"``),
+    flattened or (n, C, s, s)."""
     if cfg.downsample < 0:
         raise TelecliError(f"{cfg.name}: downsample must be >= 0 (0 keeps the native size), got {cfg.downsample}")
+    optdigits = cfg.downsample_mode == "optdigits"
+    if optdigits and cfg.downsample != OPTDIGITS_FRAME // OPTDIGITS_BLOCK:
+        raise TelecliError(f"{cfg.name}: downsample_mode = \"optdigits\" makes 8×8 images (32×32 bitmaps in 4×4 "
+                           f"blocks): set downsample = 8, not {cfg.downsample}")
     side = cfg.downsample or images.shape[-1]
     x = np.empty(images.shape[:2] + (side, side), dtype=np.float64)
     for i in range(0, len(images), chunk):  # chunks bound the float64 copy of the native images
-        x[i : i + chunk] = area_downsample(images[i : i + chunk].astype(np.float64) / 255.0, side)
+        part = images[i : i + chunk]
+        x[i : i + chunk] = (optdigits_downsample(part) if optdigits
+                            else area_downsample(part.astype(np.float64) / 255.0, side))
     return x.reshape(len(x), -1) if cfg.flatten else x
 
 
@@ -138,8 +183,10 @@ def load(cfg: TaskConfig):
         "available_test": int((~is_train).sum()),
         "native_side": int(images.shape[-1]),
         "side": int(cfg.downsample or images.shape[-1]),
-        "downsample": "torch adaptive_avg_pool2d (area)" if cfg.downsample else "none",
-        "scaling": "pixel / 255",
+        "downsample": ("optdigits: binarise at 128, bounding box stretched to 20×32 in a 32×32 frame, 4×4 block "
+                       "counts / 16" if cfg.downsample_mode == "optdigits" else
+                       "torch adaptive_avg_pool2d (area)" if cfg.downsample else "none"),
+        "scaling": "on-pixel count / 16" if cfg.downsample_mode == "optdigits" else "pixel / 255",
         "flatten": bool(cfg.flatten),
     }
     task = finish_classification(index[is_train], labels[is_train], index[~is_train], labels[~is_train],

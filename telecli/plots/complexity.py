@@ -7,7 +7,9 @@ file, test solid, train dashed and lighter. Steps where the file's validity flag
 trusted (``validity/{split}/ok`` false: the smoother or the telescoping model departs from the network
 by more than a tenth of the targets' spread, or the run is not what the analysis models; docs/format.md
 §2) are hatched grey on both panels, with a legend entry. Runs that differ only in their seed are one line:
-the mean over seeds with a ± s.e. band.
+the mean over seeds with a ± s.e. band. Where p exceeds DIVERGED × n (a smoother whose recursion diverged at
+flagged steps) the p axis is symlog up to DIVERGED × n, with a note of the largest p, so the valid steps stay
+readable.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from telecli.plots.seeds import band, curve
 
 EFFECTIVE_HINT = "telecli telescope RUN --effective-params"
 FLAGGED_LABEL = "flagged: a validity check fails (smoother, f̃, parameters)"
+DIVERGED = 10  # p above this many n_train: a smoother that diverged; p is then drawn on a symlog axis
 
 
 def flagged_handle():
@@ -48,7 +51,7 @@ def draw_column(top, bottom, files: list, colours: list[tuple], splits: tuple[st
     pair, dashed when ``dashed``) and test error on ``top``, p^train and p^test on ``bottom`` (only the
     ``splits`` asked for; ``names`` prefix each file's labels); steps whose validity flags are false
     hatched. Returns (the y labels used, whether anything was hatched)."""
-    ylabels, shaded = set(), False
+    ylabels, shaded, p_max, n_max = set(), False, 0.0, 0
     for i, (f, (c_train, c_test, ls_train)) in enumerate(zip(files, colours)):
         x = style.steps(f)
         keep = style.step_axis(bottom, x, log=True)
@@ -66,6 +69,15 @@ def draw_column(top, bottom, files: list, colours: list[tuple], splits: tuple[st
             band(top, x[keep], err[s][0][keep], cut(err[s][1]), colour, ls=ls, label=pre + s)
             band(bottom, x[keep], p[s][0][keep], cut(p[s][1]), colour, ls=ls,
                  label=pre + rf"$p^{{\mathrm{{{s}}}}}$")
+            finite = p[s][0][keep][np.isfinite(p[s][0][keep])]
+            p_max = max(p_max, float(finite.max()) if finite.size else 0.0)
+        n_max = max(n_max, int(getattr(f, "members", [f])[0].attrs.get("n_train", 0)))
+    if n_max and p_max > DIVERGED * n_max:  # a smoother that diverged (flagged steps): keep the rest readable
+        bottom.set_yscale("symlog", linthresh=1.0)
+        bottom.set_ylim(0.0, DIVERGED * n_max)
+        bottom.text(0.98, 0.98, f"p leaves the axis ({DIVERGED} n): the smoother diverged, max {p_max:.2g}",
+                    transform=bottom.transAxes, ha="right", va="top", fontsize="small", color=style.GRAY,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
     top.set_xscale("log")
     return ylabels, shaded
 
