@@ -82,6 +82,53 @@ def test_mnist_downsample_is_area_average(mnist):
     assert t8.info["side"] == 8 and 0 <= t8.x_train.min() and t8.x_train.max() <= 1
 
 
+def optdigits_brute(img):
+    """The optdigits preprocessing of telecli.data.mnist, pixel by pixel: on = pixel ≥ 128; the on-pixels'
+    bounding box stretched (nearest neighbour) to 20 wide × 32 high at columns 6..25 of a 32×32 bitmap;
+    each 8×8 pixel = on-pixels in its 4×4 block / 16."""
+    on = [[int(img[r][c]) >= 128 for c in range(28)] for r in range(28)]
+    rows = [r for r in range(28) if any(on[r])]
+    cols = [c for c in range(28) if any(on[r][c] for r in range(28))]
+    out = np.zeros((8, 8))
+    if not rows:
+        return out
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    for y in range(32):
+        for x in range(6, 26):
+            if on[rows[0] + int((y + 0.5) * h / 32)][cols[0] + int((x - 6 + 0.5) * w / 20)]:
+                out[y // 4, x // 4] += 1 / 16
+    return out
+
+
+def test_mnist_optdigits_downsample(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = np.zeros((10, 28, 28), dtype=np.uint8)
+    imgs[0, 4:24, 10:18] = 200  # a filled 20 × 8 rectangle ...
+    imgs[0, 2, 2] = imgs[0, 26, 26] = 127  # ... and two pixels below the threshold (outside its box)
+    imgs[1, 9, 17] = 255  # one on-pixel: fills the whole 20 × 32 box
+    # imgs[2] stays empty
+    for k in range(3, 10):  # random blobs of random size and place
+        r, c = rng.integers(0, 20, 2)
+        h, w = rng.integers(1, 28 - r), rng.integers(1, 28 - c)
+        imgs[k, r:r + h, c:c + w] = rng.integers(0, 256, (h, w))
+    for part in ("train", "t10k"):
+        write_idx(tmp_path / f"{part}-images-idx3-ubyte", imgs, 2051)
+        write_idx(tmp_path / f"{part}-labels-idx1-ubyte", np.arange(10), 2049)
+    t = build_task(mnist_cfg(tmp_path, classes=[], flatten=False, downsample_mode="optdigits"))
+    assert t.x_train.shape == (10, 1, 8, 8) and "optdigits" in t.info["downsample"]
+    np.testing.assert_allclose(t.x_train[:, 0], np.stack([optdigits_brute(im) for im in imgs]), atol=1e-12)
+    np.testing.assert_array_equal(t.x_test, t.x_train)
+    box = np.array([0, 0.5, 1, 1, 1, 1, 0.5, 0])  # columns 6..25: blocks 1 and 6 half, 2..5 whole
+    np.testing.assert_array_equal(t.x_train[0, 0], np.tile(box, (8, 1)))
+    np.testing.assert_array_equal(t.x_train[1, 0], np.tile(box, (8, 1)))
+    np.testing.assert_array_equal(t.x_train[2, 0], 0)
+    assert np.all(t.x_train * 16 == np.round(t.x_train * 16))  # counts 0..16
+    area = build_task(mnist_cfg(tmp_path, classes=[], flatten=False))  # the default is unchanged
+    np.testing.assert_allclose(area.x_train[0, 0, 1, 2], imgs[0, 3:7, 7:11].mean() / 255, atol=1e-12)
+    with pytest.raises(TelecliError, match="downsample = 8"):
+        build_task(mnist_cfg(tmp_path, downsample=7, downsample_mode="optdigits"))
+
+
 def test_mnist_all_classes_one_hot_and_subsets(mnist):
     root, data = mnist
     t = build_task(mnist_cfg(root, classes=[]))

@@ -117,10 +117,28 @@ def test_p_train_drops_within_the_tolerance_are_noise(tmp_path):
     assert not claim["holds"] and claim["numbers"]["largest_drop_at_width"] == col["width"][5]
 
 
+# What holds at small scale (2 seeds, measured with telecli reproduce; the numbers are in claims.json and
+# the notes of the presets): the claims listed hold and are asserted; the others are reported, not asserted —
+# fig10: p_test falls past the threshold (135 → 121) but rises again to 131 at width 400, and the test-MSE
+# fall after the peak is within 2 s.e.; fig9/fig3 (digits, threshold width 100, only width 200 past it): no
+# second descent of the test MSE (flat from width 20), p_test 147 → 155 from width 100 to 200; without noise
+# p_train drops 3.9 from width 100 to 200 and p_test does not fall.
+HOLDS_AT_SMALL_SCALE = {
+    "fig10": ("p_train increases monotonically",),
+    "fig9": ("20 % label noise: p_train increases monotonically", "no label noise: no double descent"),
+    "fig3": ("p_train increases monotonically",),
+}
+
+
 @pytest.mark.skipif(not os.environ.get("TELECLI_FINDINGS"), reason="minutes per figure; set TELECLI_FINDINGS=1")
 @pytest.mark.parametrize("figure", ["fig10", "fig9", "fig3"])
 def test_the_small_figures_claims(figure, tmp_path_factory):
+    """Every claim of the figure is tested on the numbers (true or false, with them); those that hold at
+    small scale (HOLDS_AT_SMALL_SCALE) hold."""
     out = Path(os.environ.get("TELECLI_FINDINGS_DIR") or tmp_path_factory.mktemp("dd")) / "double-descent"
     doc = reproduce(figure, scale="small", seeds=2, jobs=2, out=out, progress=False)
-    failing = [c["claim"] for c in doc["claims"] if not c["holds"]]
-    assert not failing, failing
+    assert (out / f"{figure}.png").is_file() and doc["validity"]["settings"]
+    assert all(isinstance(c["holds"], bool) and c["numbers"] for c in doc["claims"])
+    for needle in HOLDS_AT_SMALL_SCALE[figure]:
+        claim = next(c for c in doc["claims"] if needle in c["claim"])
+        assert claim["holds"], claim

