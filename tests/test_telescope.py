@@ -235,6 +235,38 @@ def test_errors_exit_2_and_leave_nothing_complete(tmp_path, small_run):
     assert r.returncode == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"keep"
 
 
+def test_gaps_are_replayed_with_the_recorded_thread_count(tmp_path, monkeypatch):
+    """run.json keeps torch's thread count of the recording; a replayed step runs with it (another count
+    rounds differently, and a chaotic run amplifies that beyond the replay check) and the analysis's own
+    count is restored after it."""
+    from telecli.train import replay
+
+    before = torch.get_num_threads()
+    cfg = config.from_dict({"name": "g", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
+                            "train": {"lr": 0.1, "steps": 6, "batch_size": 64}, "store": {"every": 3}})
+    torch.set_num_threads(1)
+    try:
+        run = run_training(cfg, tmp_path / "gaps", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert Trajectory(run).manifest["torch_threads"] == 1
+    seen = []
+    step = replay.train_step
+
+    def counting(*args):
+        seen.append(torch.get_num_threads())
+        return step(*args)
+
+    monkeypatch.setattr(replay, "train_step", counting)
+    torch.set_num_threads(2)
+    try:
+        run_telescope(run, tmp_path / "g.h5", every=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+
+
 def test_gaps_and_non_finite_parameters_are_refused(tmp_path):
     cfg = config.from_dict({"name": "g", "task": {"name": "digits"}, "model": {"name": "mlp", "width": 8},
                             "train": {"lr": 0.1, "steps": 10, "batch_size": 64}, "store": {"every": 3}})
