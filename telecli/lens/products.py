@@ -85,7 +85,7 @@ class Products:
         self.shapes = [(name, p.shape, p.numel()) for name, p in params.items()]
         per_column = max(1, len(x)) * (activations or 1) * x.element_size() * 3  # tangent, its saved inputs
         self.chunk = None if memory is None else max(1, int(memory // per_column))
-        self._pull = None
+        self._pull, self._out_shape = None, None  # the batch's VJP, taken once on first use
 
     def _blocks(self, C: int):
         step = C if self.chunk is None else self.chunk

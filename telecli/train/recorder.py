@@ -71,13 +71,15 @@ class Snapshot:
 
     def __init__(self, model: nn.Module, opt_info: dict[str, Any], with_optimizer: bool = True):
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.fixed = [(THETA + n, p) for n, p in params] + [(BUFFER + n, b) for n, b in model.named_buffers()]
+        self.model = model  # buffers are looked up at every call: a module may assign a new tensor to one
+        self.fixed = [(THETA + n, p) for n, p in params]
         keys = state_keys(opt_info) if with_optimizer else ()
         self.state = [(p, key, f"{OPT}{n}.{key}") for n, p in params for key in keys]
         self.with_optimizer = with_optimizer
 
     def __call__(self, optimizer: torch.optim.Optimizer, step: int) -> dict[str, torch.Tensor]:
         snap = {name: t.detach() for name, t in self.fixed}
+        snap.update({BUFFER + n: b.detach() for n, b in self.model.named_buffers()})
         if self.with_optimizer:
             for p, key, name in self.state:
                 v = optimizer.state.get(p, {}).get(key)
